@@ -1,0 +1,28 @@
+"""The original lab's settings at full scale (meant for a GPU or TPU).
+
+HF Trainer defaults of the original: batch 8, lr 5e-5 with linear decay to 0 and no warmup,
+weight decay 0, gradient clipping 1.0, one epoch, fp32, max_length 512, the BERT vocabulary
+size (30522), all 25k training and 25k test reviews of the hub's IMDb, 30 trials, activation
+pruning at 0.5. Without a network, `--config.data.source=embedded` trains on the embedded 25k
+reviews split in half.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data.source = 'imdb'
+  config.data.train_size = 0
+  config.data.test_size = 0
+  config.data.num_buckets = 4
+  config.tokenizer.vocab_size = 30522
+  config.tokenizer.max_length = 512
+  config.train.batch_size = 8
+  config.train.eval_batch_size = 64
+  config.train.learning_rate = 5e-5
+  config.train.epochs = 1
+  config.compression.activation_sparsity = 0.5
+  config.compression.retrain_learning_rate = 5e-5
+  config.search.n_trials = 30
+  return config

@@ -1,0 +1,17 @@
+"""A tiny config for tests: a whole 3-trial search runs in well under a minute on a CPU."""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data.train_size = 200
+  config.data.test_size = 100
+  config.data.num_buckets = 1
+  config.tokenizer.vocab_size = 500
+  config.tokenizer.max_length = 32
+  config.train.batch_size = 16
+  config.train.eval_batch_size = 50
+  config.train.epochs = 1
+  config.search.n_trials = 3
+  return config

@@ -1,0 +1,1 @@
+"""jaxnas: compression-aware neural architecture search for small Transformers in JAX/Flax."""

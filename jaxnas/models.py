@@ -1,0 +1,163 @@
+"""A BERT-style encoder classifier whose shape is set by an `Architecture`.
+
+Post-LayerNorm blocks, exact GELU feed-forward, dropout, a [CLS] pooler with tanh and a
+classifier head. Each square Dense (query, key, value and attention output of each layer, and
+the pooler) is either a Dense or the identity, as the architecture says. A quantization engine
+plugs in through `dot_general_cls` (used by every Dense) and `embedding_quantizer` (applied to
+the embedding tables); activation pruning of each Dense input is optional.
+"""
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxnas.errors import UserError
+from jaxnas.tokenizer import PAD_ID
+
+SQUARE_PROJECTIONS = ('query', 'key', 'value', 'attention_output')
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """One point of the search space. `identity` names the square Dense layers that are skipped.
+
+  Names are 'layer_{i}/{projection}' for projection in SQUARE_PROJECTIONS, and 'pooler'.
+  """
+  num_layers: int
+  num_heads: int
+  hidden_size: int
+  intermediate_size: int
+  identity: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    if min(self.num_layers, self.num_heads, self.hidden_size, self.intermediate_size) < 1:
+      raise UserError(f'architecture sizes must be positive: {self}')
+    if self.hidden_size % self.num_heads:
+      raise UserError(f'hidden_size={self.hidden_size} is not divisible by '
+                      f'num_heads={self.num_heads}')
+    unknown = set(self.identity) - set(square_dense_names(self.num_layers))
+    if unknown:
+      raise UserError(f'unknown identity layer name(s) {sorted(unknown)}')
+    object.__setattr__(self, 'identity', tuple(sorted(self.identity)))
+
+  def is_linear(self, name: str) -> bool:
+    return name not in self.identity
+
+  def to_dict(self):
+    return dataclasses.asdict(self) | {'identity': list(self.identity)}
+
+  @classmethod
+  def from_dict(cls, d):
+    return cls(**(dict(d) | {'identity': tuple(d.get('identity', ()))}))
+
+
+def square_dense_names(num_layers: int) -> list[str]:
+  return [f'layer_{i}/{p}' for i in range(num_layers) for p in SQUARE_PROJECTIONS] + ['pooler']
+
+
+def prune_activations(x, sparsity: float):
+  """Zeroes the `sparsity` fraction of entries of x with the smallest |x| (one batch threshold)."""
+  threshold = jnp.quantile(jnp.abs(x).astype(jnp.float32), sparsity)
+  return jnp.where(jnp.abs(x) >= threshold, x, jnp.zeros_like(x))
+
+
+class Embed(nn.Module):
+  """An embedding table whose values pass through `quantizer` (e.g. int8 fake quantization)."""
+  num_embeddings: int
+  features: int
+  quantizer: Optional[Callable[[jax.Array], jax.Array]] = None
+
+  @nn.compact
+  def __call__(self, ids):
+    table = self.param('embedding', nn.initializers.normal(0.02),
+                       (self.num_embeddings, self.features))
+    if self.quantizer is not None:
+      table = self.quantizer(table)
+    return jnp.take(table, ids, axis=0)
+
+
+class Projection(nn.Module):
+  """Dense (optionally quantized, optionally with pruned inputs) or, if not linear, identity."""
+  features: int
+  linear: bool = True
+  dot_general_cls: Optional[Callable[[], Any]] = None
+  activation_sparsity: float = 0.0
+
+  @nn.compact
+  def __call__(self, x):
+    if not self.linear:
+      return x
+    if self.activation_sparsity > 0:
+      x = prune_activations(x, self.activation_sparsity)
+    return nn.Dense(self.features, dot_general_cls=self.dot_general_cls,
+                    kernel_init=nn.initializers.normal(0.02), name='dense')(x)
+
+
+class EncoderLayer(nn.Module):
+  arch: Architecture
+  index: int
+  dropout_rate: float
+  attention_dropout_rate: float
+  dense: Callable[..., Projection]
+
+  @nn.compact
+  def __call__(self, x, attention_bias, deterministic: bool):
+    arch, batch, length = self.arch, x.shape[0], x.shape[1]
+    head_dim = arch.hidden_size // arch.num_heads
+    name = lambda p: f'layer_{self.index}/{p}'
+    split_heads = lambda y: y.reshape(batch, length, arch.num_heads, head_dim)
+    q, k, v = (split_heads(self.dense(arch.hidden_size, arch.is_linear(name(p)), name=p)(x))
+               for p in ('query', 'key', 'value'))
+    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head_dim).astype(x.dtype)
+    probs = jax.nn.softmax(scores + attention_bias, axis=-1)
+    probs = nn.Dropout(self.attention_dropout_rate)(probs, deterministic=deterministic)
+    context = jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(batch, length, arch.hidden_size)
+    attention = self.dense(arch.hidden_size, arch.is_linear(name('attention_output')),
+                           name='attention_output')(context)
+    attention = nn.Dropout(self.dropout_rate)(attention, deterministic=deterministic)
+    x = nn.LayerNorm(epsilon=1e-12, name='attention_norm')(x + attention)
+    hidden = nn.gelu(self.dense(arch.intermediate_size, name='intermediate')(x), approximate=False)
+    output = self.dense(arch.hidden_size, name='output')(hidden)
+    output = nn.Dropout(self.dropout_rate)(output, deterministic=deterministic)
+    return nn.LayerNorm(epsilon=1e-12, name='output_norm')(x + output)
+
+
+class BertClassifier(nn.Module):
+  """Token ids [B, L] (PAD_ID marks padding) -> class logits [B, num_classes]."""
+  arch: Architecture
+  vocab_size: int
+  max_length: int
+  num_classes: int = 2
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  dot_general_cls: Optional[Callable[[], Any]] = None
+  embedding_quantizer: Optional[Callable[[jax.Array], jax.Array]] = None
+  activation_sparsity: float = 0.0
+
+  @nn.compact
+  def __call__(self, input_ids, deterministic: bool = True):
+    arch = self.arch
+    dense = lambda features, linear=True, name=None: Projection(
+        features, linear, self.dot_general_cls, self.activation_sparsity, name=name)
+    embed = lambda num, name: Embed(num, arch.hidden_size, self.embedding_quantizer, name=name)
+    positions = jnp.arange(input_ids.shape[1])[None, :]
+    x = (embed(self.vocab_size, 'token_embeddings')(input_ids)
+         + embed(self.max_length, 'position_embeddings')(positions)
+         + embed(2, 'segment_embeddings')(jnp.zeros_like(input_ids)))
+    x = nn.LayerNorm(epsilon=1e-12, name='embeddings_norm')(x)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    is_pad = input_ids == PAD_ID
+    attention_bias = jnp.where(is_pad, jnp.finfo(x.dtype).min, 0.0)[:, None, None, :]
+    for i in range(arch.num_layers):
+      x = EncoderLayer(arch, i, self.dropout_rate, self.attention_dropout_rate, dense,
+                       name=f'layer_{i}')(x, attention_bias, deterministic)
+    pooled = jnp.tanh(dense(arch.hidden_size, arch.is_linear('pooler'), name='pooler')(x[:, 0]))
+    pooled = nn.Dropout(self.dropout_rate)(pooled, deterministic=deterministic)
+    return dense(self.num_classes, name='classifier')(pooled)
+
+
+def count_params(params) -> int:
+  return sum(x.size for x in jax.tree_util.tree_leaves(params))

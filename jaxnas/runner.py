@@ -1,0 +1,141 @@
+"""Runs a workflow end to end: studies, post-search compression, results.json and figures."""
+
+import dataclasses
+import json
+import os
+
+
+from jaxnas import checkpoints, plots, search, workflows
+from jaxnas.errors import UserError
+from jaxnas.models import BertClassifier
+
+COMPOSITE = {'samplers': 'one baseline study per sampler',
+             'compare': 'one study per workflow (baseline, compress, retrain)'}
+ALL_WORKFLOWS = workflows.WORKFLOWS + tuple(COMPOSITE) + ('evaluate',)
+CONFIG_FILE = 'config.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  workflow: str
+  sampler: str
+  n_trials: int
+  workdir: str
+  storage: str
+  study_name: str
+  checkpoint: str = ''
+
+
+def run(spec: RunSpec, config) -> dict:
+  if spec.workflow not in ALL_WORKFLOWS:
+    raise UserError(f'unknown workflow {spec.workflow!r}; use one of {", ".join(ALL_WORKFLOWS)}')
+  if spec.workflow == 'evaluate':
+    return evaluate_saved_model(spec.checkpoint, config)
+  if spec.n_trials < 1:
+    raise UserError(f'--n_trials must be at least 1, got {spec.n_trials}')
+  search.make_sampler(spec.sampler, config.seed)  # Rejects an unknown sampler before any work.
+  os.makedirs(spec.workdir, exist_ok=True)
+  check_workdir_config(spec.workdir, config)
+  exp = workflows.prepare_experiment(config)
+  storage = spec.storage or search.default_storage(spec.workdir)
+  if spec.workflow == 'samplers':
+    runs = {sampler: ('baseline', sampler) for sampler in search.SAMPLERS}
+  elif spec.workflow == 'compare':
+    runs = {workflow: (workflow, spec.sampler) for workflow in workflows.WORKFLOWS}
+  else:
+    runs = {spec.workflow: (spec.workflow, spec.sampler)}
+
+  results = {'workflow': spec.workflow, 'storage': storage, 'runs': {}}
+  results_path = os.path.join(spec.workdir, 'results.json')
+  for name, (workflow, sampler) in runs.items():
+    study_name = f'{spec.study_name}-{name}' if spec.workflow in COMPOSITE else spec.study_name
+    study = search.run_study(
+        exp, workflow, sampler, spec.n_trials, storage, study_name, spec.workdir,
+        on_trial_done=lambda s, w=workflow, smp=sampler, n=name: _save_results(
+            results_path, results, n, search.study_results(s, w, smp), spec.workflow))
+    results['runs'][name] = search.study_results(study, workflow, sampler)
+    if workflow == 'baseline' and spec.workflow != 'samplers':
+      results['runs'][name]['post_compression'] = compress_best(exp, results['runs'][name])
+  _save_results(results_path, results, None, None, spec.workflow)
+  draw_figures(spec, results)
+  for name, run_results in results['runs'].items():
+    best = run_results['best']
+    print(f'best {name}: trial {best["number"]} value={best["value"]:.4f} '
+          f'{best["architecture"]}')
+  return results
+
+
+def _save_results(path, results, name, run_results, workflow):
+  if name is not None:
+    results['runs'][name] = run_results
+  payload = results
+  if workflow not in COMPOSITE:  # One study: its fields at the top level.
+    (only,) = results['runs'].values() if results['runs'] else ({},)
+    payload = {**only, 'workflow': workflow, 'storage': results['storage']}
+  search.write_json(path, payload)
+
+
+def compress_best(exp: workflows.Experiment, run_results: dict) -> dict:
+  """Standard NAS + post compression: the best float model, compressed with and without
+  post-compression training."""
+  best = run_results['best']
+  saved = checkpoints.load_model(best['model_dir'])
+  arch = saved['architecture']
+  trained = workflows.TrainedModel(exp.build_model(arch), saved['float_params'],
+                                   best['float_accuracy'])
+  compressed = workflows.compress(exp, trained)
+  retrained = workflows.post_compression_training(exp, compressed)
+  return {'trial': best['number'], 'architecture': arch.to_dict(),
+          'float_accuracy': best['float_accuracy'],
+          'compressed_accuracy': compressed.accuracy,
+          **{f'retrained_{k}': v for k, v in workflows.compression_record(retrained).items()}}
+
+
+def draw_figures(spec: RunSpec, results: dict):
+  curves = {name: r['best_so_far'] for name, r in results['runs'].items()}
+  if spec.workflow == 'samplers':
+    name, title, ylabel = 'samplers_best_so_far.png', 'Sampler comparison', 'best test accuracy'
+  elif spec.workflow == 'compare':
+    name, title = 'nas_comparison_curve.png', 'NAS workflows: best objective so far'
+    ylabel = 'best accuracy (baseline: float; others: int8 + pruned)'
+  else:
+    name, title = 'best_so_far.png', f'{spec.workflow} / {spec.sampler}'
+    ylabel = 'best objective so far'
+  path = os.path.join(spec.workdir, name)
+  plots.plot_best_so_far(curves, path, title, ylabel)
+  print(f'figure: {path}')
+
+
+def check_workdir_config(workdir: str, config):
+  """A workdir keeps the config it was started with; another config there is an error."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  current = json.loads(config.to_json_best_effort())
+  current.pop('search', None)  # Trial count and sampler are flags of each run.
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved != current:
+      changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+      raise UserError(f'{workdir} holds a search run with a different config (sections differ: '
+                      f'{", ".join(changed)}); use another --workdir')
+  else:
+    search.write_json(path, current)
+
+
+def evaluate_saved_model(checkpoint: str, config) -> dict:
+  """Reloads an exported model and scores its float and int8 forms on the test split."""
+  if not checkpoint:
+    raise UserError('--workflow=evaluate needs --checkpoint=PATH (a model directory)')
+  saved = checkpoints.load_model(checkpoint)
+  exp = workflows.prepare_experiment(config, tokenizer_path=saved['tokenizer_path'])
+  model = BertClassifier(saved['architecture'], **saved['model'])
+  result = {'float_accuracy': exp.trainer.evaluate(
+      model.apply, {'params': saved['float_params']}, exp.test_split)['accuracy']}
+  if saved['int8'] is not None:
+    compressed_model = model.clone(activation_sparsity=config.compression.activation_sparsity)
+    result['compressed_accuracy'] = exp.trainer.evaluate(
+        exp.engine.serving_apply(compressed_model), saved['int8'], exp.test_split)['accuracy']
+  result['reported'] = {k: saved['metrics'].get(k)
+                        for k in ('float_accuracy', 'compressed_accuracy')}
+  print(json.dumps(result, indent=2))
+  return result

@@ -1,0 +1,88 @@
+"""BERT-style uncased WordPiece tokenizers, trained locally on the train split and cached."""
+
+import hashlib
+import os
+
+import numpy as np
+import tokenizers
+from tokenizers import models, normalizers, pre_tokenizers, processors, trainers
+
+from jaxnas.errors import UserError
+
+PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
+SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
+PAD_ID = 0  # [PAD] is trained first, so it gets id 0; `get_tokenizer` checks this.
+
+
+def get_tokenizer(config, train_texts, data_description: str) -> tokenizers.Tokenizer:
+  """A tokenizer from the hub (config.name) or trained on `train_texts` and cached on disk.
+
+  The cache key covers what the tokenizer was trained on (the data description, which names
+  the source, sizes and seed) and the vocabulary size, so a different training set never
+  reuses a stale vocabulary.
+  """
+  if config.name:
+    tokenizer = _from_hub(config.name)
+  else:
+    key = hashlib.sha256(f'{data_description}|vocab={config.vocab_size}'.encode()).hexdigest()
+    path = os.path.join(os.path.expanduser(config.cache_dir), f'wordpiece-{key[:16]}.json')
+    tokenizer = _load_cached(path)
+    if tokenizer is None:
+      tokenizer = train_wordpiece(train_texts, config.vocab_size)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      tmp_path = f'{path}.tmp{os.getpid()}'
+      tokenizer.save(tmp_path)
+      os.replace(tmp_path, path)  # Atomic: concurrent workers never read a half-written file.
+  return _configured(tokenizer, config.max_length)
+
+
+def load_tokenizer(path: str, max_length: int) -> tokenizers.Tokenizer:
+  """A tokenizer saved with a model."""
+  tokenizer = _load_cached(path)
+  if tokenizer is None:
+    raise UserError(f'cannot read tokenizer {path}')
+  return _configured(tokenizer, max_length)
+
+
+def _configured(tokenizer, max_length):
+  if tokenizer.token_to_id(PAD) != PAD_ID:
+    raise UserError(f'tokenizer must map {PAD} to id {PAD_ID}')
+  tokenizer.no_padding()
+  tokenizer.enable_truncation(max_length)
+  return tokenizer
+
+
+def train_wordpiece(texts, vocab_size: int) -> tokenizers.Tokenizer:
+  tokenizer = tokenizers.Tokenizer(models.WordPiece(unk_token=UNK))
+  tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+  tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                      show_progress=False)
+  tokenizer.train_from_iterator(texts, trainer=trainer)
+  tokenizer.post_processor = processors.TemplateProcessing(
+      single=f'{CLS} $A {SEP}',
+      special_tokens=[(CLS, tokenizer.token_to_id(CLS)), (SEP, tokenizer.token_to_id(SEP))])
+  return tokenizer
+
+
+def encode(tokenizer: tokenizers.Tokenizer, texts) -> list[np.ndarray]:
+  """Token ids per text ([CLS] ... [SEP], truncated to the tokenizer's max length)."""
+  return [np.asarray(e.ids, np.int32) for e in tokenizer.encode_batch(list(texts))]
+
+
+def _load_cached(path):
+  if not os.path.exists(path):
+    return None
+  try:
+    return tokenizers.Tokenizer.from_file(path)
+  except Exception:  # A damaged cache entry is retrained, not fatal.
+    return None
+
+
+def _from_hub(name):
+  try:
+    return tokenizers.Tokenizer.from_pretrained(name)
+  except Exception as e:
+    raise UserError(f'could not load tokenizer {name!r} from the Hugging Face hub '
+                    f'({type(e).__name__}); leave --config.tokenizer.name empty to train one '
+                    'locally') from e

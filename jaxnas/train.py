@@ -1,0 +1,177 @@
+"""Train and eval steps, and the loops that run them over length-bucketed batches.
+
+Data parallel: batches are sharded along the 'data' axis of a mesh over all local devices;
+parameters, optimizer state and pruning masks are replicated. One jitted program per bucket
+length.
+"""
+
+import functools
+from typing import Any, Callable, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm import tqdm
+
+from jaxnas import input_pipeline
+from jaxnas.errors import UserError
+
+DATA_AXIS = 'data'
+
+
+class TrainState(train_state.TrainState):
+  """Flax's TrainState plus fixed pruning masks and the dropout key.
+
+  `masks` maps '/'-joined parameter paths to 0/1 arrays; those parameters stay exactly zero
+  where the mask is 0 (gradients and weights are masked after every update).
+  """
+  masks: dict
+  dropout_rng: jax.Array
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh):
+  if batch_size % mesh.size:
+    raise UserError(f'batch size {batch_size} does not divide evenly over {mesh.size} devices')
+
+
+def make_optimizer(config, num_steps: int) -> optax.GradientTransformation:
+  """AdamW with linear warmup then linear decay to 0, and global-norm gradient clipping."""
+  warmup = min(config.warmup_steps, num_steps)
+  schedule = optax.join_schedules([
+      optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1)),
+      optax.linear_schedule(config.learning_rate, 0.0, max(num_steps - warmup, 1)),
+  ], boundaries=[warmup])
+  decay_mask = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, _: path[-1].key in ('kernel', 'embedding'), params)
+  return optax.chain(
+      optax.clip_by_global_norm(config.grad_clip),
+      optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=config.weight_decay,
+                  mask=decay_mask))
+
+
+def apply_masks(tree, masks: dict):
+  """Multiplies the leaves named in `masks` by their masks; other leaves pass through."""
+  if not masks:
+    return tree
+  flat = flax.traverse_util.flatten_dict(tree, sep='/')
+  flat = {path: value * masks[path].astype(value.dtype) if path in masks else value
+          for path, value in flat.items()}
+  return flax.traverse_util.unflatten_dict(flat, sep='/')
+
+
+def weighted_loss_and_correct(logits, batch):
+  per_example = optax.softmax_cross_entropy_with_integer_labels(logits, batch['labels'])
+  correct = (jnp.argmax(logits, -1) == batch['labels']).astype(jnp.float32)
+  weights = batch['weights']
+  return jnp.sum(per_example * weights), jnp.sum(correct * weights), jnp.sum(weights)
+
+
+def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+  dropout_rng = jax.random.fold_in(state.dropout_rng, state.step)
+
+  def loss_fn(params):
+    logits = state.apply_fn({'params': params}, batch['input_ids'], deterministic=False,
+                            rngs={'dropout': dropout_rng})
+    loss_sum, correct, count = weighted_loss_and_correct(logits, batch)
+    return loss_sum / jnp.maximum(count, 1.0), (correct, count)
+
+  (loss, (correct, count)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=apply_masks(grads, state.masks))
+  state = state.replace(params=apply_masks(state.params, state.masks))
+  return state, {'loss': loss, 'correct': correct, 'count': count}
+
+
+def eval_step(apply_fn: Callable, variables: Any, batch: dict) -> dict:
+  logits = apply_fn(variables, batch['input_ids'], deterministic=True)
+  loss_sum, correct, count = weighted_loss_and_correct(logits, batch)
+  return {'loss_sum': loss_sum, 'correct': correct, 'count': count}
+
+
+def create_train_state(model, params, config, num_steps: int, rng: jax.Array,
+                       masks: Optional[dict] = None) -> TrainState:
+  """A fresh optimizer over a copy of `params` (training donates its state's buffers, so the
+  caller's arrays must not be in it)."""
+  params = jax.tree_util.tree_map(jnp.array, apply_masks(params, masks or {}))
+  return TrainState.create(apply_fn=model.apply, params=params,
+                           tx=make_optimizer(config, num_steps), masks=masks or {},
+                           dropout_rng=rng)
+
+
+def init_params(model, rng: jax.Array, max_length: int):
+  return jax.jit(model.init)(rng, jnp.ones((1, max_length), jnp.int32))['params']
+
+
+class Trainer:
+  """Runs train/eval loops on a mesh for one split layout (batch size, buckets)."""
+
+  def __init__(self, batch_size: int, eval_batch_size: int, buckets, seed: int,
+               mesh: Optional[Mesh] = None, show_progress: bool = True):
+    self.mesh = mesh or make_mesh()
+    check_batch_size(batch_size, self.mesh)
+    check_batch_size(eval_batch_size, self.mesh)
+    self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+    self.buckets, self.seed, self.show_progress = tuple(buckets), seed, show_progress
+    self.data_sharding = NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
+    self.replicated = NamedSharding(self.mesh, PartitionSpec())
+    self._train_step = jax.jit(train_step, donate_argnums=0)
+    self._eval_steps = {}  # apply_fn -> jitted eval step; reused for every eval of a model.
+
+  def steps_per_epoch(self, split) -> int:
+    return len(input_pipeline.epoch_plan(split, self.batch_size, self.buckets, self.seed, 0))
+
+  def put_batch(self, batch):
+    return jax.device_put(batch, self.data_sharding)
+
+  def fit(self, state: TrainState, split, num_epochs: int, description: str = 'train',
+          on_step: Optional[Callable[[TrainState], None]] = None):
+    """Trains from `state.step` (a resumed state continues mid-epoch) to the end.
+
+    Returns the final state and the mean training loss of each epoch run here.
+    """
+    steps_per_epoch = self.steps_per_epoch(split)
+    total = steps_per_epoch * num_epochs
+    state = jax.device_put(state, self.replicated)
+    start = int(state.step)
+    losses, epoch_losses, plan = [], [], None
+    with tqdm(total=total, initial=start, desc=description, unit='step', leave=False,
+              disable=not self.show_progress) as bar:
+      for step in range(start, total):
+        epoch, index = divmod(step, steps_per_epoch)
+        if plan is None or index == 0:
+          plan = input_pipeline.epoch_plan(split, self.batch_size, self.buckets, self.seed, epoch)
+        batch = input_pipeline.make_batch(split, plan[index], self.batch_size, self.buckets)
+        state, metrics = self._train_step(state, self.put_batch(batch))
+        losses.append(metrics['loss'])
+        bar.update(1)
+        if on_step is not None:
+          on_step(state)
+        if index == steps_per_epoch - 1:
+          epoch_losses.append(float(np.mean(jax.device_get(losses))))
+          bar.set_postfix(loss=f'{epoch_losses[-1]:.4f}')
+          losses = []
+    return state, epoch_losses
+
+  def evaluate(self, apply_fn, variables, split, description: str = 'eval') -> dict:
+    """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`."""
+    if apply_fn not in self._eval_steps:
+      self._eval_steps[apply_fn] = jax.jit(functools.partial(eval_step, apply_fn))
+    eval_fn = self._eval_steps[apply_fn]
+    variables = jax.device_put(variables, self.replicated)
+    plan = input_pipeline.epoch_plan(split, self.eval_batch_size, self.buckets, self.seed, 0,
+                                     shuffle=False)
+    totals = []
+    for indices in tqdm(plan, desc=description, unit='batch', leave=False,
+                        disable=not self.show_progress):
+      batch = input_pipeline.make_batch(split, indices, self.eval_batch_size, self.buckets)
+      totals.append(eval_fn(variables, self.put_batch(batch)))
+    totals = jax.device_get(jax.tree_util.tree_map(lambda *x: jnp.sum(jnp.stack(x)), *totals))
+    count = max(float(totals['count']), 1.0)
+    return {'accuracy': float(totals['correct']) / count, 'loss': float(totals['loss_sum']) / count}

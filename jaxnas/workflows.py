@@ -1,0 +1,143 @@
+"""What one trial does in each workflow: train, compress, optionally retrain, and score.
+
+  baseline: objective = float accuracy (compression is measured too, and applied to the best
+            architecture after the search);
+  compress: train, prune + quantize, score the served int8 model without further training;
+  retrain:  like compress, then post-compression training (QAT with fixed masks) and score.
+"""
+
+import dataclasses
+import time
+
+import jax
+import numpy as np
+
+from jaxnas import data, input_pipeline, pruning, quantization, tokenizer, train
+from jaxnas.models import Architecture, BertClassifier, count_params
+
+WORKFLOWS = ('baseline', 'compress', 'retrain')
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything a trial needs that does not depend on the architecture."""
+  config: object
+  tokenizer: object
+  train_split: input_pipeline.EncodedSplit
+  test_split: input_pipeline.EncodedSplit
+  trainer: train.Trainer
+  num_classes: int
+  engine: object  # The quantization engine (see quantization.py).
+
+  def model_settings(self) -> dict:
+    return {'vocab_size': self.tokenizer.get_vocab_size(),
+            'max_length': self.config.tokenizer.max_length, 'num_classes': self.num_classes,
+            'dropout_rate': self.config.model.dropout_rate,
+            'attention_dropout_rate': self.config.model.attention_dropout_rate}
+
+  def build_model(self, arch: Architecture) -> BertClassifier:
+    return BertClassifier(arch, **self.model_settings())
+
+
+def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = True
+                       ) -> Experiment:
+  """Loads and tokenizes the data (with a saved tokenizer when `tokenizer_path` is given)."""
+  splits = data.load_splits(config.data)
+  if tokenizer_path:
+    tok = tokenizer.load_tokenizer(tokenizer_path, config.tokenizer.max_length)
+  else:
+    tok = tokenizer.get_tokenizer(config.tokenizer, data.texts_of(splits.train),
+                                  splits.description)
+  encode = lambda split: input_pipeline.EncodedSplit(
+      tokenizer.encode(tok, data.texts_of(split)), data.labels_of(split).astype(np.int32))
+  buckets = input_pipeline.bucket_lengths(config.tokenizer.max_length, config.data.num_buckets)
+  trainer = train.Trainer(config.train.batch_size, config.train.eval_batch_size, buckets,
+                          seed=config.seed, show_progress=show_progress)
+  num_classes = int(max(data.labels_of(splits.train).max(), data.labels_of(splits.test).max())) + 1
+  return Experiment(config, tok, encode(splits.train), encode(splits.test), trainer,
+                    num_classes, quantization.get_engine(config.compression.quant_engine))
+
+
+@dataclasses.dataclass
+class TrainedModel:
+  model: BertClassifier
+  params: object
+  accuracy: float
+
+
+def train_float(exp: Experiment, arch: Architecture) -> tuple[TrainedModel, dict]:
+  config = exp.config
+  model = exp.build_model(arch)
+  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  params = train.init_params(model, init_rng, config.tokenizer.max_length)
+  num_steps = exp.trainer.steps_per_epoch(exp.train_split) * config.train.epochs
+  state = train.create_train_state(model, params, config.train, num_steps, dropout_rng)
+  start = time.perf_counter()
+  state, losses = exp.trainer.fit(state, exp.train_split, config.train.epochs, 'train')
+  jax.block_until_ready(state.params)
+  train_seconds = time.perf_counter() - start
+  accuracy = exp.trainer.evaluate(model.apply, {'params': state.params}, exp.test_split,
+                                  'eval float')['accuracy']
+  record = {'float_accuracy': accuracy, 'n_params': count_params(state.params),
+            'float_model_bytes': quantization.tree_bytes(state.params),
+            'train_seconds': train_seconds, 'train_losses': losses}
+  return TrainedModel(model, state.params, accuracy), record
+
+
+@dataclasses.dataclass
+class CompressedModel:
+  model: BertClassifier  # The float model with the configured activation pruning.
+  params: object  # Float parameters with pruned weights exactly zero.
+  masks: dict
+  int8: dict  # The stored int8 form (quantization engine's `convert`).
+  accuracy: float  # Of the served int8 model.
+
+
+def compress(exp: Experiment, trained: TrainedModel) -> CompressedModel:
+  """Prune (masks from the trained weights), then quantize; scores the served int8 model."""
+  cfg = exp.config.compression
+  masks = pruning.magnitude_masks(trained.params, cfg.weight_sparsity, cfg.prune_scope)
+  model = trained.model.clone(activation_sparsity=cfg.activation_sparsity)
+  return _quantize_and_score(exp, model, train.apply_masks(trained.params, masks), masks,
+                             'eval int8')
+
+
+def post_compression_training(exp: Experiment, compressed: CompressedModel) -> CompressedModel:
+  """QAT with the masks held fixed, then convert and score the served int8 model again."""
+  cfg, config = exp.config.compression, exp.config
+  qat_model = exp.engine.training_model(compressed.model)
+  num_steps = exp.trainer.steps_per_epoch(exp.train_split) * cfg.retrain_epochs
+  train_config = config.train.copy_and_resolve_references()
+  train_config.learning_rate = cfg.retrain_learning_rate
+  dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+  state = train.create_train_state(qat_model, compressed.params, train_config, num_steps,
+                                   dropout_rng, masks=compressed.masks)
+  state, _ = exp.trainer.fit(state, exp.train_split, cfg.retrain_epochs, 'retrain (QAT)')
+  return _quantize_and_score(exp, compressed.model, state.params, compressed.masks,
+                             'eval int8 retrained')
+
+
+def _quantize_and_score(exp, model, params, masks, description) -> CompressedModel:
+  int8 = exp.engine.convert(model, params)
+  accuracy = exp.trainer.evaluate(exp.engine.serving_apply(model), int8, exp.test_split,
+                                  description)['accuracy']
+  return CompressedModel(model, params, masks, int8, accuracy)
+
+
+def compression_record(compressed: CompressedModel) -> dict:
+  return {'compressed_accuracy': compressed.accuracy,
+          'sparsity': pruning.measured_sparsity(compressed.params)['overall'],
+          'model_bytes': quantization.tree_bytes(compressed.int8)}
+
+
+def run_trial(exp: Experiment, arch: Architecture, workflow: str):
+  """Runs one trial; returns (objective value, record of measurements, final models)."""
+  trained, record = train_float(exp, arch)
+  compressed = compress(exp, trained)
+  record.update(compression_record(compressed))
+  if workflow == 'retrain':
+    record['accuracy_before_retrain'] = compressed.accuracy
+    compressed = post_compression_training(exp, compressed)
+    record.update(compression_record(compressed))
+  objective = trained.accuracy if workflow == 'baseline' else compressed.accuracy
+  return objective, record, trained, compressed

@@ -1,0 +1,53 @@
+"""Command line of jaxnas: parses flags and runs a workflow.
+
+  python launch.py --workflow=retrain
+  python launch.py --workflow=samplers --n_trials=30 --config=configs/lab2.py
+  python launch.py --workflow=compare --config.train.batch_size=8
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxnas import runner
+from jaxnas.errors import UserError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', os.path.join(HERE, 'configs', 'default.py'), 'Config file (get_config()).')
+_WORKFLOW = flags.DEFINE_enum('workflow', 'retrain', runner.ALL_WORKFLOWS, 'What to run.')
+_SAMPLER = flags.DEFINE_enum('sampler', None, ('grid', 'random', 'tpe'),
+                             'Optuna sampler (default: config.search.sampler).')
+_N_TRIALS = flags.DEFINE_integer('n_trials', None,
+                                 'Complete trials per study (default: config.search.n_trials).')
+_WORKDIR = flags.DEFINE_string('workdir', 'workdir', 'Results, models, figures, study.db.')
+_STORAGE = flags.DEFINE_string('storage', '',
+                               'Optuna storage URL (default: sqlite in the workdir).')
+_STUDY_NAME = flags.DEFINE_string('study_name', 'jaxnas', 'Optuna study name.')
+_SEED = flags.DEFINE_integer('seed', None, 'Sampler, init and dropout seed (default: config).')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', '', 'Model directory for --workflow=evaluate.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+  config = _CONFIG.value
+  if _SEED.value is not None:
+    config.seed = _SEED.value
+  spec = runner.RunSpec(
+      workflow=_WORKFLOW.value, sampler=_SAMPLER.value or config.search.sampler,
+      n_trials=_N_TRIALS.value or config.search.n_trials, workdir=_WORKDIR.value,
+      storage=_STORAGE.value, study_name=_STUDY_NAME.value, checkpoint=_CHECKPOINT.value)
+  try:
+    runner.run(spec, config)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  app.run(main)
