@@ -40,7 +40,8 @@ def main(argv):
     config.seed = _SEED.value
   spec = runner.RunSpec(
       workflow=_WORKFLOW.value, sampler=_SAMPLER.value or config.search.sampler,
-      n_trials=_N_TRIALS.value or config.search.n_trials, workdir=_WORKDIR.value,
+      n_trials=config.search.n_trials if _N_TRIALS.value is None else _N_TRIALS.value,
+      workdir=_WORKDIR.value,
       storage=_STORAGE.value, study_name=_STUDY_NAME.value, checkpoint=_CHECKPOINT.value)
   try:
     runner.run(spec, config)

@@ -48,7 +48,8 @@ class AqtInt8:
   def __init__(self):
     self._config = aqt_config.fully_quantized(fwd_bits=8, bwd_bits=None,
                                               use_stochastic_rounding=False)
-    self._serving_fns = {}  # model -> apply; the same function object keeps jit caches warm.
+    # Per model: the same function object lets jit reuse its compiled program.
+    self._convert_fns, self._serving_fns = {}, {}
 
   def _dot_general_cls(self, weight_mode: QuantMode):
     return functools.partial(
@@ -63,21 +64,30 @@ class AqtInt8:
                        embedding_quantizer=fake_quantize_rows)
 
   def convert(self, model, params) -> dict:
+    if model not in self._convert_fns:
+      self._convert_fns[model] = self._make_convert(model)
+    return jax.device_get(self._convert_fns[model](params))
+
+  def _make_convert(self, model):
     convert_model = model.clone(dot_general_cls=self._dot_general_cls(QuantMode.CONVERT))
-    sample = jnp.ones((1, 1), jnp.int32)
-    _, frozen = jax.jit(functools.partial(convert_model.apply, mutable=['aqt']))(
-        {'params': params}, sample)
-    stored = {'int8': {}, 'float': {}}
-    for path, qtensor in flax.traverse_util.flatten_dict(frozen['aqt'], sep='/').items():
-      kernel_path = path.removesuffix(FROZEN_WEIGHTS) + '/kernel'
-      stored['int8'][kernel_path] = {'qvalue': qtensor.qvalue, 'scale': qtensor.scale[0]}
-    for path, value in flax.traverse_util.flatten_dict(params, sep='/').items():
-      if path.endswith('/embedding'):
-        qvalue, scale = quantize_rows(value)
-        stored['int8'][path] = {'qvalue': qvalue, 'scale': scale}
-      elif path not in stored['int8']:
-        stored['float'][path] = value
-    return jax.device_get(stored)
+
+    @jax.jit  # One program: eager ops would compile once per parameter shape.
+    def convert(params):
+      _, frozen = convert_model.apply({'params': params}, jnp.ones((1, 1), jnp.int32),
+                                      mutable=['aqt'])
+      stored = {'int8': {}, 'float': {}}
+      for path, qtensor in flax.traverse_util.flatten_dict(frozen['aqt'], sep='/').items():
+        kernel_path = path.removesuffix(FROZEN_WEIGHTS) + '/kernel'
+        stored['int8'][kernel_path] = {'qvalue': qtensor.qvalue, 'scale': qtensor.scale[0]}
+      for path, value in flax.traverse_util.flatten_dict(params, sep='/').items():
+        if path.endswith('/embedding'):
+          qvalue, scale = quantize_rows(value)
+          stored['int8'][path] = {'qvalue': qvalue, 'scale': scale}
+        elif path not in stored['int8']:
+          stored['float'][path] = value
+      return stored
+
+    return convert
 
   def serving_apply(self, model):
     if model not in self._serving_fns:

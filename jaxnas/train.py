@@ -97,16 +97,28 @@ def eval_step(apply_fn: Callable, variables: Any, batch: dict) -> dict:
 
 def create_train_state(model, params, config, num_steps: int, rng: jax.Array,
                        masks: Optional[dict] = None) -> TrainState:
-  """A fresh optimizer over a copy of `params` (training donates its state's buffers, so the
-  caller's arrays must not be in it)."""
-  params = jax.tree_util.tree_map(jnp.array, apply_masks(params, masks or {}))
-  return TrainState.create(apply_fn=model.apply, params=params,
-                           tx=make_optimizer(config, num_steps), masks=masks or {},
-                           dropout_rng=rng)
+  """A fresh optimizer over masked `params`, built in one jitted program.
+
+  Eager optimizer init would compile a small program per parameter shape, which costs more
+  than the training of a small trial on a CPU. The state's buffers are new, so donating them
+  to the train step never deletes the caller's `params`.
+  """
+  tx = make_optimizer(config, num_steps)
+
+  @jax.jit
+  def create(params, masks, rng):
+    return TrainState.create(apply_fn=model.apply, params=apply_masks(params, masks), tx=tx,
+                             masks=masks, dropout_rng=rng)
+
+  return create(params, masks or {}, rng)
 
 
 def init_params(model, rng: jax.Array, max_length: int):
-  return jax.jit(model.init)(rng, jnp.ones((1, max_length), jnp.int32))['params']
+  """Eager `lazy_init`: runs only the initializers, op by op. Their small programs are
+  cached per parameter shape and shared across architectures, while a jitted init would
+  compile a new whole-model program for every trial."""
+  sample = jax.ShapeDtypeStruct((1, max_length), jnp.int32)
+  return model.lazy_init(rng, sample)['params']
 
 
 class Trainer:
@@ -167,11 +179,11 @@ class Trainer:
     variables = jax.device_put(variables, self.replicated)
     plan = input_pipeline.epoch_plan(split, self.eval_batch_size, self.buckets, self.seed, 0,
                                      shuffle=False)
-    totals = []
+    outputs = []
     for indices in tqdm(plan, desc=description, unit='batch', leave=False,
                         disable=not self.show_progress):
       batch = input_pipeline.make_batch(split, indices, self.eval_batch_size, self.buckets)
-      totals.append(eval_fn(variables, self.put_batch(batch)))
-    totals = jax.device_get(jax.tree_util.tree_map(lambda *x: jnp.sum(jnp.stack(x)), *totals))
-    count = max(float(totals['count']), 1.0)
+      outputs.append(eval_fn(variables, self.put_batch(batch)))
+    totals = {k: float(np.sum([o[k] for o in jax.device_get(outputs)])) for k in outputs[0]}
+    count = max(totals['count'], 1.0)
     return {'accuracy': float(totals['correct']) / count, 'loss': float(totals['loss_sum']) / count}

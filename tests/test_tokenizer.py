@@ -1,0 +1,23 @@
+import os
+
+from jaxnas import tokenizer
+
+
+def test_trains_bert_style_uncased_wordpiece_and_caches(test_config):
+  config = test_config.tokenizer
+  config.max_length = 8
+  texts = ['The movie was GREAT, truly great!', 'A terrible, terrible film.'] * 20
+  first = tokenizer.get_tokenizer(config, texts, 'data-a')
+  assert first.token_to_id('[PAD]') == tokenizer.PAD_ID
+  ids = tokenizer.encode(first, ['GREAT movie', 'the movie was great ' * 10])
+  assert ids[0][0] == first.token_to_id('[CLS]') and ids[0][-1] == first.token_to_id('[SEP]')
+  assert first.decode(ids[0].tolist()) == 'great movie'  # Uncased.
+  assert len(ids[1]) == 8  # Truncated to max_length, [SEP] kept.
+  cached = os.listdir(os.path.expanduser(config.cache_dir))
+  assert len(cached) == 1
+  # Same data: loaded from the cache (different texts passed would otherwise change the vocab).
+  again = tokenizer.get_tokenizer(config, ['zzz'] * 5, 'data-a')
+  assert again.get_vocab() == first.get_vocab()
+  # Different training data: a new cache entry.
+  tokenizer.get_tokenizer(config, ['zzz'] * 5, 'data-b')
+  assert len(os.listdir(os.path.expanduser(config.cache_dir))) == 2

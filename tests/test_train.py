@@ -1,0 +1,42 @@
+import flax
+import jax
+import numpy as np
+
+from conftest import toy_split, train_config
+from jaxnas import pruning, train
+from jaxnas.models import Architecture, BertClassifier
+
+ARCH = Architecture(2, 2, 32, 64)
+
+
+def fit_toy(epochs=4, masks=None, params=None):
+  model = BertClassifier(ARCH, 40, 16, dropout_rate=0.0, attention_dropout_rate=0.0)
+  split = toy_split(256, seed=0, length=16)
+  trainer = train.Trainer(16, 64, (16,), seed=0, show_progress=False)
+  if params is None:
+    params = train.init_params(model, jax.random.key(0), 16)
+  num_steps = trainer.steps_per_epoch(split) * epochs
+  state = train.create_train_state(model, params, train_config(), num_steps, jax.random.key(1),
+                                   masks=masks)
+  state, losses = trainer.fit(state, split, epochs)
+  accuracy = trainer.evaluate(model.apply, {'params': state.params}, toy_split(128, seed=1, length=16))
+  return state, losses, accuracy['accuracy']
+
+
+def test_training_learns_a_learnable_task():
+  state, losses, accuracy = fit_toy()
+  assert int(state.step) == 4 * 16
+  assert losses[-1] < 0.5 * losses[0]
+  assert accuracy > 0.9
+
+
+def test_masked_weights_stay_exactly_zero_during_training():
+  state, _, _ = fit_toy(epochs=1)
+  masks = pruning.magnitude_masks(state.params, 0.5)
+  retrained, _, _ = fit_toy(epochs=1, masks=masks, params=state.params)
+  sparsity = pruning.measured_sparsity(retrained.params)
+  assert all(value == 0.5 for value in sparsity['per_tensor'].values())
+  flat = flax.traverse_util.flatten_dict(retrained.params, sep='/')
+  for path, mask in masks.items():
+    weights = np.asarray(flat[path])
+    assert np.all(weights[mask == 0] == 0) and np.all(weights[mask == 1] != 0)
