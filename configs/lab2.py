@@ -8,6 +8,7 @@ reviews split in half.
 """
 
 from configs import default
+from jaxnas import search_space
 
 
 def get_config():
@@ -25,4 +26,5 @@ def get_config():
   config.compression.activation_sparsity = 0.5
   config.compression.retrain_learning_rate = 5e-5
   config.search.n_trials = 30
+  config.search.space = dict(search_space.LAB_SPACE)
   return config

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 
+import jax
 
 from jaxnas import checkpoints, plots, search, workflows
 from jaxnas.errors import UserError
@@ -33,9 +34,14 @@ def run(spec: RunSpec, config) -> dict:
     return evaluate_saved_model(spec.checkpoint, config)
   if spec.n_trials < 1:
     raise UserError(f'--n_trials must be at least 1, got {spec.n_trials}')
-  search.make_sampler(spec.sampler, config.seed)  # Rejects an unknown sampler before any work.
+  # Reject an unknown sampler or a bad search space before any work.
+  search.make_sampler(spec.sampler, config.seed,
+                      search.search_space.validate_space(config.search.space))
   os.makedirs(spec.workdir, exist_ok=True)
   check_workdir_config(spec.workdir, config)
+  if config.compilation_cache_dir:
+    jax.config.update('jax_compilation_cache_dir',
+                      os.path.expanduser(config.compilation_cache_dir))
   exp = workflows.prepare_experiment(config)
   storage = spec.storage or search.default_storage(spec.workdir)
   if spec.workflow == 'samplers':
@@ -110,7 +116,8 @@ def check_workdir_config(workdir: str, config):
   """A workdir keeps the config it was started with; another config there is an error."""
   path = os.path.join(workdir, CONFIG_FILE)
   current = json.loads(config.to_json_best_effort())
-  current.pop('search', None)  # Trial count and sampler are flags of each run.
+  for per_run in ('n_trials', 'sampler'):  # Flags of each run, free to change on a rerun.
+    current['search'].pop(per_run, None)
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)

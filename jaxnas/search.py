@@ -7,6 +7,7 @@ URL), so rerunning the same command continues it until `n_trials` trials are com
 import json
 import math
 import os
+import socket
 from typing import Callable
 
 import optuna
@@ -17,11 +18,14 @@ from jaxnas.errors import UserError
 
 SAMPLERS = ('grid', 'random', 'tpe')
 COMPLETE = optuna.trial.TrialState.COMPLETE
+RUNNING = optuna.trial.TrialState.RUNNING
+FAIL = optuna.trial.TrialState.FAIL
+WORKER = f'{socket.gethostname()}:{os.getpid()}'
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, space: dict) -> optuna.samplers.BaseSampler:
   if name == 'grid':
-    return optuna.samplers.GridSampler(search_space.grid_search_space(), seed=seed)
+    return optuna.samplers.GridSampler(search_space.grid_search_space(space), seed=seed)
   if name == 'random':
     return optuna.samplers.RandomSampler(seed=seed)
   if name == 'tpe':
@@ -52,19 +56,26 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
               storage: str, study_name: str, workdir: str,
               on_trial_done: Callable[[optuna.Study], None]) -> optuna.Study:
   """Runs trials until `n_trials` are complete in total (a rerun continues the study)."""
-  if sampler_name == 'grid' and n_trials > search_space.grid_size():
-    raise UserError(f'the grid has {search_space.grid_size()} points; '
+  space = search_space.validate_space(exp.config.search.space)
+  if sampler_name == 'grid' and n_trials > search_space.grid_size(space):
+    raise UserError(f'the grid has {search_space.grid_size(space)} points; '
                     f'--n_trials={n_trials} is more')
-  study = open_study(storage, study_name, make_sampler(sampler_name, exp.config.seed))
+  study = open_study(storage, study_name, make_sampler(sampler_name, exp.config.seed, space))
+  requeue_dead_local_trials(study)
   with tqdm(total=n_trials, initial=min(len(completed(study)), n_trials), unit='trial',
             desc=f'{workflow}/{sampler_name}') as bar:
     while len(completed(study)) < n_trials:
       trial = study.ask()
-      arch = search_space.suggest_architecture(trial, with_identity_choices=sampler_name != 'grid')
+      trial.set_user_attr('worker', WORKER)
+      arch = search_space.suggest_architecture(trial, space,
+                                               with_identity_choices=sampler_name != 'grid')
       try:
         value, record, trained, compressed = workflows.run_trial(exp, arch, workflow)
+      except (KeyboardInterrupt, SystemExit):
+        requeue(study, trial.number, trial.params)  # Interrupted, not failed: run it again.
+        raise
       except BaseException:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        study.tell(trial, state=FAIL)
         raise
       record['architecture'] = arch.to_dict()
       record['model_dir'] = model_dir(workdir, study_name, trial.number)
@@ -78,6 +89,31 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
       bar.write(summary_line(trial.number, value, record))
       on_trial_done(study)
   return study
+
+
+def requeue(study: optuna.Study, number: int, params: dict):
+  """Marks an unfinished trial as failed and queues its parameters to be tried again."""
+  study.tell(number, state=FAIL)
+  study.enqueue_trial(params, user_attrs={'retry_of': number}, skip_if_exists=False)
+
+
+def requeue_dead_local_trials(study: optuna.Study):
+  """Trials left RUNNING by a killed process of this host are retried at once."""
+  host = socket.gethostname()
+  for trial in study.get_trials(deepcopy=False, states=(RUNNING,)):
+    worker_host, _, pid = trial.user_attrs.get('worker', '').rpartition(':')
+    if worker_host == host and pid.isdigit() and not _process_alive(int(pid)):
+      requeue(study, trial.number, trial.params)
+
+
+def _process_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
 
 
 def model_dir(workdir: str, study_name: str, number: int) -> str:

@@ -17,10 +17,12 @@ from ml_collections import ConfigDict
 from jaxnas import input_pipeline
 
 
+XLA_CACHE = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '.pytest_cache', 'xla'))
+
+
 def pytest_configure(config):
   del config
-  cache = os.path.join(os.path.dirname(__file__), '..', '.pytest_cache', 'xla')
-  jax.config.update('jax_compilation_cache_dir', os.path.abspath(cache))
+  jax.config.update('jax_compilation_cache_dir', XLA_CACHE)
 
 
 @pytest.fixture
@@ -28,6 +30,7 @@ def test_config(tmp_path):
   from configs import test  # pylint: disable=g-import-not-at-top
   config = test.get_config()
   config.tokenizer.cache_dir = str(tmp_path / 'tokenizers')
+  config.compilation_cache_dir = XLA_CACHE
   return config
 
 

@@ -33,15 +33,6 @@ def test_bad_flags_give_one_clear_error(tmp_path, flags, message):
   assert 'Traceback' not in result.stderr
 
 
-@pytest.fixture(autouse=True)
-def small_search_space(monkeypatch):
-  """The lab's space minus its most expensive options, so whole searches stay fast in tests."""
-  from jaxnas import search_space  # pylint: disable=g-import-not-at-top
-  monkeypatch.setitem(search_space.SIZE_OPTIONS, 'num_layers', (2, 4))
-  monkeypatch.setitem(search_space.SIZE_OPTIONS, 'hidden_size', (128, 192))
-  monkeypatch.setitem(search_space.SIZE_OPTIONS, 'intermediate_size', (512, 768))
-
-
 def spec(tmp_path, workflow, sampler='tpe', n_trials=2):
   return runner.RunSpec(workflow=workflow, sampler=sampler, n_trials=n_trials,
                         workdir=str(tmp_path), storage='', study_name='test')

@@ -1,8 +1,10 @@
 import itertools
 
 import optuna
+import pytest
 
 from jaxnas import search, search_space
+from jaxnas.errors import UserError
 from jaxnas.models import Architecture
 
 
@@ -11,27 +13,36 @@ def test_sizes_are_sampled_as_indices_and_identity_choices_take_effect():
             'intermediate_size_idx': 0}
   identity = {name: 'identity' if name in ('layer_2/key', 'pooler') else 'linear'
               for name in search_space.square_dense_names(4)}
-  arch = search_space.suggest_architecture(optuna.trial.FixedTrial(params | identity))
+  space = search_space.LAB_SPACE
+  arch = search_space.suggest_architecture(optuna.trial.FixedTrial(params | identity), space)
   assert arch == Architecture(4, 16, 512, 512, identity=('layer_2/key', 'pooler'))
-  assert search_space.architecture_from_params(params | identity) == arch
-  grid_arch = search_space.suggest_architecture(optuna.trial.FixedTrial(params),
+  grid_arch = search_space.suggest_architecture(optuna.trial.FixedTrial(params), space,
                                                 with_identity_choices=False)
   assert grid_arch.identity == ()
 
 
 def test_every_point_of_the_space_is_a_valid_architecture():
-  assert search_space.grid_size() == 300
-  for sizes in itertools.product(*search_space.SIZE_OPTIONS.values()):
+  space = search_space.validate_space(search_space.LAB_SPACE)
+  assert search_space.grid_size(space) == 300
+  for sizes in itertools.product(*space.values()):
     Architecture(*sizes)
+
+
+def test_a_space_with_impossible_architectures_is_rejected():
+  with pytest.raises(UserError, match='does not divide'):
+    search_space.validate_space(search_space.LAB_SPACE | {'num_heads': (3,)})
+  with pytest.raises(UserError, match='no options'):
+    search_space.validate_space(search_space.LAB_SPACE | {'num_layers': ()})
 
 
 def test_grid_sampler_visits_distinct_points_in_seeded_order():
   def sample(seed):
-    study = optuna.create_study(sampler=search.make_sampler('grid', seed))
+    space = search_space.LAB_SPACE
+    study = optuna.create_study(sampler=search.make_sampler('grid', seed, space))
     points = []
     for _ in range(20):
       trial = study.ask()
-      points.append(search_space.suggest_architecture(trial, with_identity_choices=False))
+      points.append(search_space.suggest_architecture(trial, space, with_identity_choices=False))
       study.tell(trial, 0.5)
     return points
   first = sample(0)
