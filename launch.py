@@ -43,11 +43,17 @@ def main(argv):
       n_trials=config.search.n_trials if _N_TRIALS.value is None else _N_TRIALS.value,
       workdir=_WORKDIR.value,
       storage=_STORAGE.value, study_name=_STUDY_NAME.value, checkpoint=_CHECKPOINT.value)
+  stop_signals = runner.StopSignals()
+  stop_signals.install()
   try:
-    runner.run(spec, config)
+    runner.run(spec, config, stop_signals.requested)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt:
+    print('interrupted: finished trials are saved; run the same command again to resume',
+          file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == '__main__':

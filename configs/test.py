@@ -13,5 +13,7 @@ def get_config():
   config.train.batch_size = 16
   config.train.eval_batch_size = 50
   config.train.epochs = 1
+  config.train.checkpoint_every_steps = 4
   config.search.n_trials = 3
+  config.search.space.num_layers = (2, 4)
   return config

@@ -12,7 +12,9 @@ import json
 import os
 import shutil
 
+import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from jaxnas.errors import UserError
 from jaxnas.models import Architecture
@@ -59,3 +61,45 @@ def load_model(directory: str) -> dict:
     raise UserError(f'saved model at {directory} is unreadable: {type(e).__name__}: {e}') from e
   saved['tokenizer_path'] = os.path.join(directory, TOKENIZER_FILE)
   return saved
+
+
+class TrainingCheckpoints:
+  """Orbax checkpoints of one training phase, for resuming it mid-way.
+
+  Saved every `every_steps` steps and at the phase end (Orbax writes each one under a temporary
+  name and renames it, so a checkpoint is complete or absent). The data order and dropout keys
+  are functions of the step, so step, parameters, optimizer state, masks and the dropout key
+  are all a resumed phase needs. The two newest checkpoints are kept: an unreadable newest one
+  falls back to the one before, with a warning.
+  """
+
+  FIELDS = ('step', 'params', 'opt_state', 'masks', 'dropout_rng')
+
+  def __init__(self, directory: str, every_steps: int):
+    self._manager = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=every_steps))
+
+  def save(self, state, force: bool = False):
+    step = int(state.step)
+    if step not in self._manager.all_steps():
+      fields = {name: getattr(state, name) for name in self.FIELDS}
+      self._manager.save(step, args=ocp.args.StandardSave(fields), force=force)
+
+  def restore_latest(self, state):
+    """`state` advanced to the newest readable checkpoint (unchanged when there is none)."""
+    abstract = {name: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, getattr(state, name))
+                for name in self.FIELDS}
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      except Exception as e:  # Damaged files surface as many error types.
+        logging.warning('checkpoint at step %d is unreadable (%s: %s); trying an older one',
+                        step, type(e).__name__, e)
+        continue
+      return state.replace(**restored)
+    return state
+
+  def close(self):
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -3,10 +3,12 @@
 import dataclasses
 import json
 import os
+import signal
+import threading
 
 import jax
 
-from jaxnas import checkpoints, plots, search, workflows
+from jaxnas import checkpoints, plots, search, search_space, workflows
 from jaxnas.errors import UserError
 from jaxnas.models import BertClassifier
 
@@ -27,7 +29,29 @@ class RunSpec:
   checkpoint: str = ''
 
 
-def run(spec: RunSpec, config) -> dict:
+class StopSignals:
+  """SIGTERM (a preemption) and SIGINT (Ctrl-C) ask the run to stop: training checkpoints
+  after its current step and the unfinished trial is queued to run again. A second signal
+  stops at once."""
+
+  def __init__(self):
+    self._event = threading.Event()
+
+  def install(self):
+    for signum in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(signum, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    if self._event.is_set():
+      raise KeyboardInterrupt
+    self._event.set()
+
+  def requested(self) -> bool:
+    return self._event.is_set()
+
+
+def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
   if spec.workflow not in ALL_WORKFLOWS:
     raise UserError(f'unknown workflow {spec.workflow!r}; use one of {", ".join(ALL_WORKFLOWS)}')
   if spec.workflow == 'evaluate':
@@ -35,14 +59,13 @@ def run(spec: RunSpec, config) -> dict:
   if spec.n_trials < 1:
     raise UserError(f'--n_trials must be at least 1, got {spec.n_trials}')
   # Reject an unknown sampler or a bad search space before any work.
-  search.make_sampler(spec.sampler, config.seed,
-                      search.search_space.validate_space(config.search.space))
+  search.make_sampler(spec.sampler, config.seed, search_space.validate_space(config.search.space))
   os.makedirs(spec.workdir, exist_ok=True)
   check_workdir_config(spec.workdir, config)
   if config.compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir',
                       os.path.expanduser(config.compilation_cache_dir))
-  exp = workflows.prepare_experiment(config)
+  exp = workflows.prepare_experiment(config, stop_requested=stop_requested)
   storage = spec.storage or search.default_storage(spec.workdir)
   if spec.workflow == 'samplers':
     runs = {sampler: ('baseline', sampler) for sampler in search.SAMPLERS}
@@ -55,14 +78,17 @@ def run(spec: RunSpec, config) -> dict:
   results_path = os.path.join(spec.workdir, 'results.json')
   for name, (workflow, sampler) in runs.items():
     study_name = f'{spec.study_name}-{name}' if spec.workflow in COMPOSITE else spec.study_name
-    study = search.run_study(
-        exp, workflow, sampler, spec.n_trials, storage, study_name, spec.workdir,
-        on_trial_done=lambda s, w=workflow, smp=sampler, n=name: _save_results(
-            results_path, results, n, search.study_results(s, w, smp), spec.workflow))
-    results['runs'][name] = search.study_results(study, workflow, sampler)
+
+    def save(study, name=name, workflow=workflow, sampler=sampler):
+      results['runs'][name] = search.study_results(study, workflow, sampler)
+      write_results(results_path, spec.workflow, results)
+
+    study = search.run_study(exp, workflow, sampler, spec.n_trials, storage, study_name,
+                             spec.workdir, on_trial_done=save)
+    save(study)
     if workflow == 'baseline' and spec.workflow != 'samplers':
       results['runs'][name]['post_compression'] = compress_best(exp, results['runs'][name])
-  _save_results(results_path, results, None, None, spec.workflow)
+      write_results(results_path, spec.workflow, results)
   draw_figures(spec, results)
   for name, run_results in results['runs'].items():
     best = run_results['best']
@@ -71,14 +97,12 @@ def run(spec: RunSpec, config) -> dict:
   return results
 
 
-def _save_results(path, results, name, run_results, workflow):
-  if name is not None:
-    results['runs'][name] = run_results
-  payload = results
-  if workflow not in COMPOSITE:  # One study: its fields at the top level.
-    (only,) = results['runs'].values() if results['runs'] else ({},)
-    payload = {**only, 'workflow': workflow, 'storage': results['storage']}
-  search.write_json(path, payload)
+def write_results(path: str, workflow: str, results: dict):
+  """Composite workflows keep one entry per study under 'runs'; a single study is flat."""
+  if workflow not in COMPOSITE:
+    (only,) = results['runs'].values()
+    results = {**only, 'workflow': workflow, 'storage': results['storage']}
+  search.write_json(path, results)
 
 
 def compress_best(exp: workflows.Experiment, run_results: dict) -> dict:
@@ -90,7 +114,7 @@ def compress_best(exp: workflows.Experiment, run_results: dict) -> dict:
   trained = workflows.TrainedModel(exp.build_model(arch), saved['float_params'],
                                    best['float_accuracy'])
   compressed = workflows.compress(exp, trained)
-  retrained = workflows.post_compression_training(exp, compressed)
+  retrained, _ = workflows.post_compression_training(exp, compressed)
   return {'trial': best['number'], 'architecture': arch.to_dict(),
           'float_accuracy': best['float_accuracy'],
           'compressed_accuracy': compressed.accuracy,

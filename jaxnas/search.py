@@ -4,9 +4,11 @@ A study lives in its Optuna storage (an SQLite file in the workdir by default, o
 URL), so rerunning the same command continues it until `n_trials` trials are complete.
 """
 
+import hashlib
 import json
 import math
 import os
+import shutil
 import socket
 from typing import Callable
 
@@ -65,16 +67,20 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
   with tqdm(total=n_trials, initial=min(len(completed(study)), n_trials), unit='trial',
             desc=f'{workflow}/{sampler_name}') as bar:
     while len(completed(study)) < n_trials:
+      if exp.trainer.stop_requested():
+        raise KeyboardInterrupt
       trial = study.ask()
       trial.set_user_attr('worker', WORKER)
       arch = search_space.suggest_architecture(trial, space,
                                                with_identity_choices=sampler_name != 'grid')
+      checkpoint_dir = trial_checkpoint_dir(workdir, study_name, trial.params)
       try:
-        value, record, trained, compressed = workflows.run_trial(exp, arch, workflow)
+        value, record, trained, compressed = workflows.run_trial(exp, arch, workflow,
+                                                                 checkpoint_dir)
       except (KeyboardInterrupt, SystemExit):
         requeue(study, trial.number, trial.params)  # Interrupted, not failed: run it again.
         raise
-      except BaseException:
+      except Exception:
         study.tell(trial, state=FAIL)
         raise
       record['architecture'] = arch.to_dict()
@@ -85,6 +91,7 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
       for key, item in record.items():
         trial.set_user_attr(key, item)
       study.tell(trial, value)
+      shutil.rmtree(checkpoint_dir, ignore_errors=True)
       bar.update(1)
       bar.write(summary_line(trial.number, value, record))
       on_trial_done(study)
@@ -111,9 +118,15 @@ def _process_alive(pid: int) -> bool:
     os.kill(pid, 0)
   except ProcessLookupError:
     return False
-  except PermissionError:
-    return True
+  except PermissionError:  # Alive, owned by another user.
+    pass
   return True
+
+
+def trial_checkpoint_dir(workdir: str, study_name: str, params: dict) -> str:
+  """Keyed by the parameters, so the retry of an interrupted trial finds its checkpoints."""
+  key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+  return os.path.join(os.path.abspath(workdir), 'checkpoints', study_name, key)
 
 
 def model_dir(workdir: str, study_name: str, number: int) -> str:

@@ -125,12 +125,14 @@ class Trainer:
   """Runs train/eval loops on a mesh for one split layout (batch size, buckets)."""
 
   def __init__(self, batch_size: int, eval_batch_size: int, buckets, seed: int,
-               mesh: Optional[Mesh] = None, show_progress: bool = True):
+               mesh: Optional[Mesh] = None, show_progress: bool = True,
+               stop_requested: Callable[[], bool] = lambda: False):
     self.mesh = mesh or make_mesh()
     check_batch_size(batch_size, self.mesh)
     check_batch_size(eval_batch_size, self.mesh)
     self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
     self.buckets, self.seed, self.show_progress = tuple(buckets), seed, show_progress
+    self.stop_requested = stop_requested
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
     self._train_step = jax.jit(train_step, donate_argnums=0)
@@ -143,13 +145,18 @@ class Trainer:
     return jax.device_put(batch, self.data_sharding)
 
   def fit(self, state: TrainState, split, num_epochs: int, description: str = 'train',
-          on_step: Optional[Callable[[TrainState], None]] = None):
-    """Trains from `state.step` (a resumed state continues mid-epoch) to the end.
+          checkpoints=None):
+    """Trains `state` to the end of `num_epochs`, resuming from `checkpoints` if they hold any.
 
-    Returns the final state and the mean training loss of each epoch run here.
+    With `checkpoints` (a `checkpoints.TrainingCheckpoints`), the state is saved periodically,
+    at the end, and before raising KeyboardInterrupt when `stop_requested()` turns true.
+    Returns the final state, the mean loss of each epoch finished here, and the step it
+    started from (0 unless resumed).
     """
     steps_per_epoch = self.steps_per_epoch(split)
     total = steps_per_epoch * num_epochs
+    if checkpoints is not None:
+      state = checkpoints.restore_latest(state)
     state = jax.device_put(state, self.replicated)
     start = int(state.step)
     losses, epoch_losses, plan = [], [], None
@@ -163,13 +170,21 @@ class Trainer:
         state, metrics = self._train_step(state, self.put_batch(batch))
         losses.append(metrics['loss'])
         bar.update(1)
-        if on_step is not None:
-          on_step(state)
+        stop = self.stop_requested()  # Polled once after every step.
+        if checkpoints is not None:
+          checkpoints.save(state, force=stop)
+        if stop:
+          if checkpoints is not None:
+            checkpoints.close()
+          raise KeyboardInterrupt
         if index == steps_per_epoch - 1:
           epoch_losses.append(float(np.mean(jax.device_get(losses))))
           bar.set_postfix(loss=f'{epoch_losses[-1]:.4f}')
           losses = []
-    return state, epoch_losses
+    if checkpoints is not None:
+      checkpoints.save(state, force=True)
+      checkpoints.close()
+    return state, epoch_losses, start
 
   def evaluate(self, apply_fn, variables, split, description: str = 'eval') -> dict:
     """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`."""

@@ -7,12 +7,13 @@
 """
 
 import dataclasses
+import os
 import time
 
 import jax
 import numpy as np
 
-from jaxnas import data, input_pipeline, pruning, quantization, tokenizer, train
+from jaxnas import checkpoints, data, input_pipeline, pruning, quantization, tokenizer, train
 from jaxnas.models import Architecture, BertClassifier, count_params
 
 WORKFLOWS = ('baseline', 'compress', 'retrain')
@@ -39,8 +40,8 @@ class Experiment:
     return BertClassifier(arch, **self.model_settings())
 
 
-def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = True
-                       ) -> Experiment:
+def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = True,
+                       stop_requested=lambda: False) -> Experiment:
   """Loads and tokenizes the data (with a saved tokenizer when `tokenizer_path` is given)."""
   splits = data.load_splits(config.data)
   if tokenizer_path:
@@ -52,7 +53,8 @@ def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = T
       tokenizer.encode(tok, data.texts_of(split)), data.labels_of(split).astype(np.int32))
   buckets = input_pipeline.bucket_lengths(config.tokenizer.max_length, config.data.num_buckets)
   trainer = train.Trainer(config.train.batch_size, config.train.eval_batch_size, buckets,
-                          seed=config.seed, show_progress=show_progress)
+                          seed=config.seed, show_progress=show_progress,
+                          stop_requested=stop_requested)
   num_classes = int(max(data.labels_of(splits.train).max(), data.labels_of(splits.test).max())) + 1
   return Experiment(config, tok, encode(splits.train), encode(splits.test), trainer,
                     num_classes, quantization.get_engine(config.compression.quant_engine))
@@ -65,7 +67,15 @@ class TrainedModel:
   accuracy: float
 
 
-def train_float(exp: Experiment, arch: Architecture) -> tuple[TrainedModel, dict]:
+def _phase_checkpoints(exp: Experiment, checkpoint_dir: str, phase: str):
+  if not checkpoint_dir:
+    return None
+  return checkpoints.TrainingCheckpoints(os.path.join(checkpoint_dir, phase),
+                                         exp.config.train.checkpoint_every_steps)
+
+
+def train_float(exp: Experiment, arch: Architecture,
+                checkpoint_dir: str = '') -> tuple[TrainedModel, dict]:
   config = exp.config
   model = exp.build_model(arch)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
@@ -73,14 +83,17 @@ def train_float(exp: Experiment, arch: Architecture) -> tuple[TrainedModel, dict
   num_steps = exp.trainer.steps_per_epoch(exp.train_split) * config.train.epochs
   state = train.create_train_state(model, params, config.train, num_steps, dropout_rng)
   start = time.perf_counter()
-  state, losses = exp.trainer.fit(state, exp.train_split, config.train.epochs, 'train')
+  state, losses, start_step = exp.trainer.fit(
+      state, exp.train_split, config.train.epochs, 'train',
+      _phase_checkpoints(exp, checkpoint_dir, 'float'))
   jax.block_until_ready(state.params)
   train_seconds = time.perf_counter() - start
   accuracy = exp.trainer.evaluate(model.apply, {'params': state.params}, exp.test_split,
                                   'eval float')['accuracy']
   record = {'float_accuracy': accuracy, 'n_params': count_params(state.params),
             'float_model_bytes': quantization.tree_bytes(state.params),
-            'train_seconds': train_seconds, 'train_losses': losses}
+            'train_seconds': train_seconds, 'train_losses': losses,
+            'resumed_from_step': {'float': start_step}}
   return TrainedModel(model, state.params, accuracy), record
 
 
@@ -102,8 +115,12 @@ def compress(exp: Experiment, trained: TrainedModel) -> CompressedModel:
                              'eval int8')
 
 
-def post_compression_training(exp: Experiment, compressed: CompressedModel) -> CompressedModel:
-  """QAT with the masks held fixed, then convert and score the served int8 model again."""
+def post_compression_training(exp: Experiment, compressed: CompressedModel,
+                              checkpoint_dir: str = '') -> tuple[CompressedModel, int]:
+  """QAT with the masks held fixed, then convert and score the served int8 model again.
+
+  Returns the retrained model and the step training resumed from (0 for a fresh start).
+  """
   cfg, config = exp.config.compression, exp.config
   qat_model = exp.engine.training_model(compressed.model)
   num_steps = exp.trainer.steps_per_epoch(exp.train_split) * cfg.retrain_epochs
@@ -112,9 +129,12 @@ def post_compression_training(exp: Experiment, compressed: CompressedModel) -> C
   dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
   state = train.create_train_state(qat_model, compressed.params, train_config, num_steps,
                                    dropout_rng, masks=compressed.masks)
-  state, _ = exp.trainer.fit(state, exp.train_split, cfg.retrain_epochs, 'retrain (QAT)')
-  return _quantize_and_score(exp, compressed.model, state.params, compressed.masks,
-                             'eval int8 retrained')
+  state, _, start_step = exp.trainer.fit(state, exp.train_split, cfg.retrain_epochs,
+                                         'retrain (QAT)',
+                                         _phase_checkpoints(exp, checkpoint_dir, 'retrain'))
+  retrained = _quantize_and_score(exp, compressed.model, state.params, compressed.masks,
+                                  'eval int8 retrained')
+  return retrained, start_step
 
 
 def _quantize_and_score(exp, model, params, masks, description) -> CompressedModel:
@@ -130,14 +150,19 @@ def compression_record(compressed: CompressedModel) -> dict:
           'model_bytes': quantization.tree_bytes(compressed.int8)}
 
 
-def run_trial(exp: Experiment, arch: Architecture, workflow: str):
-  """Runs one trial; returns (objective value, record of measurements, final models)."""
-  trained, record = train_float(exp, arch)
+def run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_dir: str = ''):
+  """Runs one trial; returns (objective value, record of measurements, final models).
+
+  With `checkpoint_dir`, each training phase checkpoints there and resumes from it. Pruning
+  and conversion are deterministic functions of the trained weights, so they are recomputed.
+  """
+  trained, record = train_float(exp, arch, checkpoint_dir)
   compressed = compress(exp, trained)
   record.update(compression_record(compressed))
   if workflow == 'retrain':
     record['accuracy_before_retrain'] = compressed.accuracy
-    compressed = post_compression_training(exp, compressed)
+    compressed, record['resumed_from_step']['retrain'] = post_compression_training(
+        exp, compressed, checkpoint_dir)
     record.update(compression_record(compressed))
   objective = trained.accuracy if workflow == 'baseline' else compressed.accuracy
   return objective, record, trained, compressed

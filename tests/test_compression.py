@@ -102,7 +102,7 @@ def test_post_compression_training_recovers_accuracy_and_keeps_masks(test_config
   trained, record = workflows.train_float(exp, arch)
   assert record['float_accuracy'] > 0.9
   compressed = workflows.compress(exp, trained)
-  retrained = workflows.post_compression_training(exp, compressed)
+  retrained, _ = workflows.post_compression_training(exp, compressed)
   assert retrained.accuracy > compressed.accuracy + 0.05
   assert retrained.accuracy > 0.9
   flat = flax.traverse_util.flatten_dict(retrained.params, sep='/')

@@ -1,9 +1,10 @@
 import flax
 import jax
 import numpy as np
+import pytest
 
 from conftest import toy_split, train_config
-from jaxnas import pruning, train
+from jaxnas import checkpoints, pruning, train
 from jaxnas.models import Architecture, BertClassifier
 
 ARCH = Architecture(2, 2, 32, 64)
@@ -18,7 +19,7 @@ def fit_toy(epochs=4, masks=None, params=None):
   num_steps = trainer.steps_per_epoch(split) * epochs
   state = train.create_train_state(model, params, train_config(), num_steps, jax.random.key(1),
                                    masks=masks)
-  state, losses = trainer.fit(state, split, epochs)
+  state, losses, _ = trainer.fit(state, split, epochs)
   accuracy = trainer.evaluate(model.apply, {'params': state.params}, toy_split(128, seed=1, length=16))
   return state, losses, accuracy['accuracy']
 
@@ -40,3 +41,38 @@ def test_masked_weights_stay_exactly_zero_during_training():
   for path, mask in masks.items():
     weights = np.asarray(flat[path])
     assert np.all(weights[mask == 0] == 0) and np.all(weights[mask == 1] != 0)
+
+
+def _toy_run(tmp_path, stop_after=None):
+  """Fits the toy task for 2 epochs with checkpoints every 5 steps; optionally stops early."""
+  model = BertClassifier(ARCH, 40, 16)
+  split = toy_split(128, seed=0, length=16)
+  polls = []  # Training polls once after every step.
+  trainer = train.Trainer(16, 64, (16,), seed=0, show_progress=False,
+                          stop_requested=lambda: polls.append(1) or len(polls) == stop_after)
+  state = train.create_train_state(model, train.init_params(model, jax.random.key(0), 16),
+                                   train_config(), trainer.steps_per_epoch(split) * 2,
+                                   jax.random.key(1))
+  return trainer.fit(state, split, 2, checkpoints=checkpoints.TrainingCheckpoints(
+      str(tmp_path / 'ckpt'), every_steps=5))
+
+
+def test_interrupted_training_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
+  uninterrupted, _, _ = _toy_run(tmp_path / 'a')
+  with pytest.raises(KeyboardInterrupt):
+    _toy_run(tmp_path / 'b', stop_after=7)  # Saves step 7 on the way out.
+  resumed, _, start = _toy_run(tmp_path / 'b')
+  assert start == 7 and int(resumed.step) == int(uninterrupted.step) == 16
+  for a, b in zip(jax.tree_util.tree_leaves(resumed.params),
+                  jax.tree_util.tree_leaves(uninterrupted.params)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+  with pytest.raises(KeyboardInterrupt):
+    _toy_run(tmp_path, stop_after=7)  # Checkpoints at steps 5 and 7.
+  for path in (tmp_path / 'ckpt' / '7').rglob('*'):
+    if path.is_file():
+      path.write_bytes(b'garbage')
+  _, _, start = _toy_run(tmp_path)
+  assert start == 5
