@@ -90,10 +90,10 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
       results['runs'][name]['post_compression'] = compress_best(exp, results['runs'][name])
       write_results(results_path, spec.workflow, results)
   draw_figures(spec, results)
-  for name, run_results in results['runs'].items():
-    best = run_results['best']
-    print(f'best {name}: trial {best["number"]} value={best["value"]:.4f} '
-          f'{best["architecture"]}')
+  table = comparison_table(results)
+  print(table)
+  with open(os.path.join(spec.workdir, 'summary.md'), 'w') as f:
+    f.write(table + '\n')
   return results
 
 
@@ -134,6 +134,30 @@ def draw_figures(spec: RunSpec, results: dict):
   path = os.path.join(spec.workdir, name)
   plots.plot_best_so_far(curves, path, title, ylabel)
   print(f'figure: {path}')
+
+
+def comparison_table(results: dict) -> str:
+  """A Markdown table of the best trial of each study."""
+  lines = ['| study | best trial | objective | architecture (L/H/d/ff, identity) | float acc '
+           '| int8+pruned acc | sparsity | int8 bytes | float bytes |',
+           '|---|---|---|---|---|---|---|---|---|']
+  for name, run_results in results['runs'].items():
+    best = run_results['best']
+    arch = best['architecture']
+    lines.append(
+        f'| {name} | {best["number"]} | {best["value"]:.4f} | {arch["num_layers"]}/'
+        f'{arch["num_heads"]}/{arch["hidden_size"]}/{arch["intermediate_size"]}, '
+        f'{len(arch["identity"])} | {best["float_accuracy"]:.4f} | '
+        f'{best["compressed_accuracy"]:.4f} | {best["sparsity"]:.3f} | {best["model_bytes"]:,} | '
+        f'{best["float_model_bytes"]:,} |')
+    post = run_results.get('post_compression')
+    if post:
+      lines.append(
+          f'| {name} + post compression | {post["trial"]} | - | same | '
+          f'{post["float_accuracy"]:.4f} | {post["compressed_accuracy"]:.4f} (no retrain), '
+          f'{post["retrained_compressed_accuracy"]:.4f} (retrained) | '
+          f'{post["retrained_sparsity"]:.3f} | {post["retrained_model_bytes"]:,} | - |')
+  return '\n'.join(lines)
 
 
 def check_workdir_config(workdir: str, config):

@@ -66,6 +66,11 @@ def test_baseline_search_records_trials_and_resumes_to_the_total(tmp_path, test_
   assert post['trial'] == results['best']['number']
   assert 0 <= post['compressed_accuracy'] <= 1 and 0 <= post['retrained_compressed_accuracy'] <= 1
   assert (tmp_path / 'best_so_far.png').stat().st_size > 0
+  best = results['best']
+  evaluated = runner.run(runner.RunSpec('evaluate', 'tpe', 1, str(tmp_path), '', 'test',
+                                        checkpoint=best['model_dir']), test_config)
+  assert evaluated['float_accuracy'] == pytest.approx(best['float_accuracy'], abs=1e-6)
+  assert evaluated['compressed_accuracy'] == pytest.approx(best['compressed_accuracy'], abs=1e-6)
 
 
 def test_workdir_of_another_config_is_refused_untouched(tmp_path, test_config):
@@ -88,3 +93,6 @@ def test_compare_runs_three_workflows_into_one_figure(tmp_path, test_config):
     assert trial['value'] == expected
   assert 'accuracy_before_retrain' in results['runs']['retrain']['trials'][0]
   assert (tmp_path / 'nas_comparison_curve.png').stat().st_size > 0
+  summary = (tmp_path / 'summary.md').read_text()
+  assert all(f'| {name} |' in summary for name in ('baseline', 'compress', 'retrain'))
+  assert '| baseline + post compression |' in summary
