@@ -5,7 +5,7 @@ import pytest
 
 from jaxnas import train
 from jaxnas.errors import UserError
-from jaxnas.models import Architecture, BertClassifier, count_params
+from jaxnas.models import Architecture, BertClassifier, count_params, prune_activations
 
 IDS = jnp.array([[2, 11, 12, 13, 3, 0, 0, 0], [2, 14, 3, 0, 0, 0, 0, 0]], jnp.int32)
 
@@ -61,3 +61,16 @@ def test_padding_does_not_change_logits():
 def test_impossible_architectures_are_rejected(kwargs, message):
   with pytest.raises(UserError, match=message):
     Architecture(**kwargs)
+
+
+def test_activation_pruning_zeroes_the_smallest_inputs_of_each_dense():
+  x = jax.random.normal(jax.random.key(0), (4, 8, 64))
+  pruned = prune_activations(x, 0.5)
+  assert float(jnp.mean(pruned == 0)) == pytest.approx(0.5, abs=0.01)
+  kept = jnp.abs(x)[pruned != 0]
+  assert float(kept.min()) >= float(jnp.abs(x)[pruned == 0].max())
+  arch = Architecture(2, 2, 64, 128)
+  params = params_of(arch)
+  dense = BertClassifier(arch, 50, 8).apply({'params': params}, IDS)
+  sparse = BertClassifier(arch, 50, 8, activation_sparsity=0.5).apply({'params': params}, IDS)
+  assert not np.allclose(dense, sparse)
