@@ -64,6 +64,3 @@ def make_batch(split: EncodedSplit, indices: np.ndarray, batch_size: int, bucket
   weights[:len(indices)] = 1.0
   return {'input_ids': input_ids, 'labels': labels, 'weights': weights}
 
-
-def count_real_tokens(batch: dict) -> int:
-  return int((batch['input_ids'] != PAD_ID).sum())

@@ -12,9 +12,9 @@ from jaxnas import checkpoints, plots, search, search_space, workflows
 from jaxnas.errors import UserError
 from jaxnas.models import BertClassifier
 
-COMPOSITE = {'samplers': 'one baseline study per sampler',
-             'compare': 'one study per workflow (baseline, compress, retrain)'}
-ALL_WORKFLOWS = workflows.WORKFLOWS + tuple(COMPOSITE) + ('evaluate',)
+# One baseline study per sampler; one study per workflow (baseline, compress, retrain).
+COMPOSITE = ('samplers', 'compare')
+ALL_WORKFLOWS = workflows.WORKFLOWS + COMPOSITE + ('evaluate',)
 CONFIG_FILE = 'config.json'
 
 
