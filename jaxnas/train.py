@@ -160,30 +160,32 @@ class Trainer:
     state = jax.device_put(state, self.replicated)
     start = int(state.step)
     losses, epoch_losses, plan = [], [], None
-    with tqdm(total=total, initial=start, desc=description, unit='step', leave=False,
-              disable=not self.show_progress) as bar:
-      for step in range(start, total):
-        epoch, index = divmod(step, steps_per_epoch)
-        if plan is None or index == 0:
-          plan = input_pipeline.epoch_plan(split, self.batch_size, self.buckets, self.seed, epoch)
-        batch = input_pipeline.make_batch(split, plan[index], self.batch_size, self.buckets)
-        state, metrics = self._train_step(state, self.put_batch(batch))
-        losses.append(metrics['loss'])
-        bar.update(1)
-        stop = self.stop_requested()  # Polled once after every step.
-        if checkpoints is not None:
-          checkpoints.save(state, force=stop)
-        if stop:
+    try:
+      with tqdm(total=total, initial=start, desc=description, unit='step', leave=False,
+                disable=not self.show_progress) as bar:
+        for step in range(start, total):
+          epoch, index = divmod(step, steps_per_epoch)
+          if plan is None or index == 0:
+            plan = input_pipeline.epoch_plan(split, self.batch_size, self.buckets, self.seed,
+                                             epoch)
+          batch = input_pipeline.make_batch(split, plan[index], self.batch_size, self.buckets)
+          state, metrics = self._train_step(state, self.put_batch(batch))
+          losses.append(metrics['loss'])
+          bar.update(1)
+          stop = self.stop_requested()  # Polled once after every step.
           if checkpoints is not None:
-            checkpoints.close()
-          raise KeyboardInterrupt
-        if index == steps_per_epoch - 1:
-          epoch_losses.append(float(np.mean(jax.device_get(losses))))
-          bar.set_postfix(loss=f'{epoch_losses[-1]:.4f}')
-          losses = []
-    if checkpoints is not None:
-      checkpoints.save(state, force=True)
-      checkpoints.close()
+            checkpoints.save(state, force=stop)
+          if stop:
+            raise KeyboardInterrupt
+          if index == steps_per_epoch - 1:
+            epoch_losses.append(float(np.mean(jax.device_get(losses))))
+            bar.set_postfix(loss=f'{epoch_losses[-1]:.4f}')
+            losses = []
+      if checkpoints is not None:
+        checkpoints.save(state, force=True)
+    finally:
+      if checkpoints is not None:
+        checkpoints.close()  # Waits for pending writes, on success and on the way out alike.
     return state, epoch_losses, start
 
   def evaluate(self, apply_fn, variables, split, description: str = 'eval') -> dict:
