@@ -60,6 +60,10 @@ def get_config():
   config.search = ml_collections.ConfigDict()
   config.search.n_trials = 4
   config.search.sampler = 'tpe'
+  # Workers sharing a study: a running trial without a heartbeat for `grace_seconds` belonged
+  # to a dead worker and is run again by another one.
+  config.search.heartbeat_seconds = 10
+  config.search.grace_seconds = 60
   # Option lists of the four size parameters (sampled as indices into them).
   config.search.space = ml_collections.ConfigDict(dict(search_space.LAB_SPACE))
   config.search.space.num_layers = (2,)

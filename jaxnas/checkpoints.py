@@ -37,9 +37,25 @@ def save_model(directory: str, *, arch: Architecture, model_settings: dict, floa
     json.dump({'architecture': arch.to_dict(), 'model': model_settings,
                'metrics': metrics or {}}, f, indent=2)
   tokenizer.save(os.path.join(tmp, TOKENIZER_FILE))
+  _replace_dir(tmp, directory)
+
+
+def export_model(model_dir: str, export_dir: str):
+  """Copies a saved model directory to `export_dir`, replacing what was there."""
+  export_dir = os.path.abspath(export_dir)
+  tmp = f'{export_dir}.tmp{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(model_dir, tmp)
+  _replace_dir(tmp, export_dir)
+
+
+def _replace_dir(tmp: str, directory: str):
+  """Moves a completely written `tmp` into place; `directory` is never half-written."""
+  old = f'{directory}.old{os.getpid()}'
   if os.path.exists(directory):
-    shutil.rmtree(directory)
+    os.replace(directory, old)
   os.replace(tmp, directory)
+  shutil.rmtree(old, ignore_errors=True)
 
 
 def load_model(directory: str) -> dict:

@@ -76,25 +76,44 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
 
   results = {'workflow': spec.workflow, 'storage': storage, 'runs': {}}
   results_path = os.path.join(spec.workdir, 'results.json')
+  previous = read_results(results_path, spec.workflow)
+  writes_final = False
   for name, (workflow, sampler) in runs.items():
     study_name = f'{spec.study_name}-{name}' if spec.workflow in COMPOSITE else spec.study_name
 
     def save(study, name=name, workflow=workflow, sampler=sampler):
-      results['runs'][name] = search.study_results(study, workflow, sampler)
+      results['runs'][name] = search.study_results(study, workflow, sampler, spec.workdir)
       write_results(results_path, spec.workflow, results)
 
     study = search.run_study(exp, workflow, sampler, spec.n_trials, storage, study_name,
                              spec.workdir, on_trial_done=save)
-    save(study)
+    results['runs'][name] = search.study_results(study, workflow, sampler, spec.workdir)
+    writes_final = search.writes_final_results(study)
+  if not writes_final:
+    print('the study is complete; the worker that finished its last trial writes the final '
+          'results and figures (in its own --workdir)')
+    return results
+  for name, (workflow, _) in runs.items():
     if workflow == 'baseline' and spec.workflow != 'samplers':
-      results['runs'][name]['post_compression'] = compress_best(exp, results['runs'][name])
-      write_results(results_path, spec.workflow, results)
+      results['runs'][name]['post_compression'] = compress_best(
+          exp, results['runs'][name], previous.get(name, {}).get('post_compression'))
+  write_results(results_path, spec.workflow, results)
   draw_figures(spec, results)
   table = comparison_table(results)
   print(table)
   with open(os.path.join(spec.workdir, 'summary.md'), 'w') as f:
     f.write(table + '\n')
   return results
+
+
+def read_results(path: str, workflow: str) -> dict:
+  """The runs of an earlier results.json of this workflow ({} if there is none)."""
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):  # Absent or damaged: it is written again from the study.
+    return {}
+  return saved.get('runs', {}) if workflow in COMPOSITE else {workflow: saved}
 
 
 def write_results(path: str, workflow: str, results: dict):
@@ -105,10 +124,12 @@ def write_results(path: str, workflow: str, results: dict):
   search.write_json(path, results)
 
 
-def compress_best(exp: workflows.Experiment, run_results: dict) -> dict:
+def compress_best(exp: workflows.Experiment, run_results: dict, previous: dict | None) -> dict:
   """Standard NAS + post compression: the best float model, compressed with and without
-  post-compression training."""
+  post-compression training (`previous` is reused when it is of the same trial)."""
   best = run_results['best']
+  if previous and previous['trial'] == best['number']:
+    return previous
   saved = checkpoints.load_model(best['model_dir'])
   arch = saved['architecture']
   trained = workflows.TrainedModel(exp.build_model(arch), saved['float_params'],

@@ -4,12 +4,17 @@ A study lives in its Optuna storage (an SQLite file in the workdir by default, o
 URL), so rerunning the same command continues it until `n_trials` trials are complete.
 """
 
+import collections
+import functools
 import hashlib
 import json
 import math
 import os
 import shutil
 import socket
+import threading
+import time
+import warnings
 from typing import Callable
 
 import optuna
@@ -22,6 +27,10 @@ SAMPLERS = ('grid', 'random', 'tpe')
 COMPLETE = optuna.trial.TrialState.COMPLETE
 RUNNING = optuna.trial.TrialState.RUNNING
 FAIL = optuna.trial.TrialState.FAIL
+WAITING = optuna.trial.TrialState.WAITING
+# What telling an already finished trial raises (the storage's error when it is a race).
+FINISHED_ERRORS = (ValueError, optuna.exceptions.UpdateFinishedTrialError)
+POLL_SECONDS = 5  # How often a worker with nothing to run checks the study again.
 WORKER = f'{socket.gethostname()}:{os.getpid()}'
 
 
@@ -39,11 +48,22 @@ def default_storage(workdir: str) -> str:
   return f'sqlite:///{os.path.abspath(os.path.join(workdir, "study.db"))}'
 
 
-def open_study(storage: str, study_name: str, sampler) -> optuna.Study:
-  """Creates the study or loads it to continue; a bad or unreachable URL is a UserError."""
+def open_study(storage: str, study_name: str, sampler, heartbeat_seconds: int = 10,
+               grace_seconds: int = 60) -> optuna.Study:
+  """Creates the study or loads it to continue; a bad or unreachable URL is a UserError.
+
+  Running trials record a heartbeat every `heartbeat_seconds`; one whose heartbeat is older
+  than `grace_seconds` belonged to a dead worker (on any host) and is queued again.
+  """
   optuna.logging.set_verbosity(optuna.logging.WARNING)
+  warnings.filterwarnings('ignore', category=optuna.exceptions.ExperimentalWarning)
+  # Heartbeats are recorded by `Heartbeat` below, not by Study.optimize.
+  warnings.filterwarnings('ignore', message='Heartbeat of storage is supposed to be used')
   try:
-    return optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
+    rdb = optuna.storages.RDBStorage(
+        storage, engine_kwargs={'pool_pre_ping': True}, heartbeat_interval=heartbeat_seconds,
+        grace_period=grace_seconds, heartbeat_stale_trial_callback=_retry)
+    return optuna.create_study(storage=rdb, study_name=study_name, sampler=sampler,
                                direction='maximize', load_if_exists=True)
   except Exception as e:  # SQLAlchemy raises many types for bad URLs and dead servers.
     message = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -54,29 +74,54 @@ def completed(study: optuna.Study) -> list:
   return study.get_trials(deepcopy=False, states=(COMPLETE,))
 
 
+class Heartbeat:
+  """Records a running trial's heartbeat in the storage from a background thread."""
+
+  def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float):
+    self._stop = threading.Event()
+    # Optuna's own heartbeat runs only inside study.optimize, not for ask-and-tell loops.
+    record = lambda: study._storage.record_heartbeat(trial._trial_id)  # pylint: disable=protected-access
+    def beat():
+      while True:
+        record()
+        if self._stop.wait(interval):
+          return
+    self._thread = threading.Thread(target=beat, daemon=True)
+
+  def __enter__(self):
+    self._thread.start()
+
+  def __exit__(self, *exc_info):
+    self._stop.set()
+    self._thread.join()
+
+
 def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_trials: int,
               storage: str, study_name: str, workdir: str,
               on_trial_done: Callable[[optuna.Study], None]) -> optuna.Study:
-  """Runs trials until `n_trials` are complete in total (a rerun continues the study)."""
+  """Runs trials until `n_trials` are complete in total, alone or with other workers.
+
+  A rerun continues the study. Workers sharing a storage never start more trials than are
+  missing, never evaluate the same parameters twice, and take over dead workers' trials.
+  """
   space = search_space.validate_space(exp.config.search.space)
   if sampler_name == 'grid' and n_trials > search_space.grid_size(space):
     raise UserError(f'the grid has {search_space.grid_size(space)} points; '
                     f'--n_trials={n_trials} is more')
-  study = open_study(storage, study_name, make_sampler(sampler_name, exp.config.seed, space))
-  requeue_dead_local_trials(study)
+  heartbeat_seconds = exp.config.search.heartbeat_seconds
+  study = open_study(storage, study_name, make_sampler(sampler_name, exp.config.seed, space),
+                     heartbeat_seconds, exp.config.search.grace_seconds)
   with tqdm(total=n_trials, initial=min(len(completed(study)), n_trials), unit='trial',
             desc=f'{workflow}/{sampler_name}') as bar:
-    while len(completed(study)) < n_trials:
-      if exp.trainer.stop_requested():
-        raise KeyboardInterrupt
-      trial = study.ask()
-      trial.set_user_attr('worker', WORKER)
-      arch = search_space.suggest_architecture(trial, space,
-                                               with_identity_choices=sampler_name != 'grid')
+    suggest = functools.partial(search_space.suggest_architecture, space=space,
+                                with_identity_choices=sampler_name != 'grid')
+    while (asked := next_trial(study, n_trials, suggest, exp.trainer.stop_requested, bar)):
+      trial, arch = asked
       checkpoint_dir = trial_checkpoint_dir(workdir, study_name, trial.params)
       try:
-        value, record, trained, compressed = workflows.run_trial(exp, arch, workflow,
-                                                                 checkpoint_dir)
+        with Heartbeat(study, trial, heartbeat_seconds):
+          value, record, trained, compressed = workflows.run_trial(exp, arch, workflow,
+                                                                   checkpoint_dir)
       except (KeyboardInterrupt, SystemExit):
         requeue(study, trial.number, trial.params)  # Interrupted, not failed: run it again.
         raise
@@ -90,37 +135,100 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
                              tokenizer=exp.tokenizer, int8=compressed.int8, metrics=record)
       for key, item in record.items():
         trial.set_user_attr(key, item)
-      study.tell(trial, value)
+      try:
+        study.tell(trial, value)
+      except FINISHED_ERRORS:
+        bar.write(f'trial {trial.number} finished after another worker took it for dead; '
+                  'its retry counts instead (raise --config.search.grace_seconds)')
+        continue
       shutil.rmtree(checkpoint_dir, ignore_errors=True)
       bar.update(1)
       bar.write(summary_line(trial.number, value, record))
+      if best_trial(study).number == trial.number:
+        checkpoints.export_model(record['model_dir'], best_model_dir(workdir, study_name))
       on_trial_done(study)
   return study
 
 
+def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
+               max_duplicates: int = 100) -> tuple[optuna.Trial, object] | None:
+  """(trial, architecture) this worker runs next, or None once `n_trials` trials are complete.
+
+  Waits while the trials other workers are running would complete the study. Several workers
+  may ask at the same moment: a trial asked beyond the missing count, or with the parameters
+  of an earlier trial, is marked failed (user attr `skipped`) and never run.
+  """
+  duplicates = 0
+  while True:
+    if stop_requested():
+      raise KeyboardInterrupt
+    optuna.storages.fail_stale_trials(study)
+    requeue_dead_local_trials(study)
+    counts = collections.Counter(t.state for t in study.get_trials(deepcopy=False))
+    if counts[COMPLETE] >= n_trials:
+      return None
+    if counts[COMPLETE] + counts[RUNNING] >= n_trials and not counts[WAITING]:
+      bar.set_postfix_str(f'waiting for {counts[RUNNING]} running trial(s)')
+      time.sleep(POLL_SECONDS)
+      continue
+    trial = study.ask()
+    earlier = [t for t in study.get_trials(deepcopy=False, states=(COMPLETE, RUNNING))
+               if t.number < trial.number]
+    if len(earlier) >= n_trials:
+      study.tell(trial, state=FAIL)
+      study.set_trial_user_attr(trial._trial_id, 'skipped', 'surplus')  # pylint: disable=protected-access
+      continue
+    arch = suggest(trial)
+    if any(t.params == trial.params for t in earlier):
+      study.tell(trial, state=FAIL)
+      study.set_trial_user_attr(trial._trial_id, 'skipped', 'duplicate')  # pylint: disable=protected-access
+      duplicates += 1
+      if duplicates > max_duplicates:
+        raise UserError('the sampler keeps proposing architectures that were already '
+                        'evaluated; the search space may be exhausted')
+      continue
+    trial.set_user_attr('worker', WORKER)
+    bar.set_postfix_str('')
+    return trial, arch
+
+
 def requeue(study: optuna.Study, number: int, params: dict):
-  """Marks an unfinished trial as failed and queues its parameters to be tried again."""
-  study.tell(number, state=FAIL)
+  """Marks an unfinished trial as failed and queues its parameters to be tried again.
+
+  When several workers find the same dead trial, only the one whose update succeeds queues it.
+  """
+  try:
+    study.tell(number, state=FAIL)
+  except FINISHED_ERRORS:
+    return
   study.enqueue_trial(params, user_attrs={'retry_of': number}, skip_if_exists=False)
 
 
+def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial):
+  """Heartbeat-stale trials (already marked failed by Optuna) run again with their params."""
+  study.enqueue_trial(trial.params, user_attrs={'retry_of': trial.number}, skip_if_exists=False)
+
+
 def requeue_dead_local_trials(study: optuna.Study):
-  """Trials left RUNNING by a killed process of this host are retried at once."""
-  host = socket.gethostname()
+  """Trials left RUNNING by a killed process of this host are retried at once, without
+  waiting for their heartbeat to go stale."""
   for trial in study.get_trials(deepcopy=False, states=(RUNNING,)):
-    worker_host, _, pid = trial.user_attrs.get('worker', '').rpartition(':')
-    if worker_host == host and pid.isdigit() and not _process_alive(int(pid)):
+    if _dead_local_worker(trial.user_attrs.get('worker', '')):
       requeue(study, trial.number, trial.params)
 
 
-def _process_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
+def _dead_local_worker(worker: str) -> bool:
+  """Whether `worker` ('host:pid') is a process of this host that has exited."""
+  host, _, pid = worker.rpartition(':')
+  if host != socket.gethostname() or not pid.isdigit():
     return False
+  try:
+    os.kill(int(pid), 0)
+  except ProcessLookupError:
+    return True
   except PermissionError:  # Alive, owned by another user.
     pass
-  return True
+  return False
 
 
 def trial_checkpoint_dir(workdir: str, study_name: str, params: dict) -> str:
@@ -131,6 +239,11 @@ def trial_checkpoint_dir(workdir: str, study_name: str, params: dict) -> str:
 
 def model_dir(workdir: str, study_name: str, number: int) -> str:
   return os.path.join(os.path.abspath(workdir), 'models', study_name, f'trial_{number:04d}')
+
+
+def best_model_dir(workdir: str, study_name: str) -> str:
+  """The export of the study's best model so far (a copy of its trial's model directory)."""
+  return os.path.join(os.path.abspath(workdir), 'best_model', study_name)
 
 
 def summary_line(number: int, value: float, record: dict) -> str:
@@ -156,11 +269,28 @@ def best_so_far(study: optuna.Study) -> list[float]:
   return curve
 
 
-def study_results(study: optuna.Study, workflow: str, sampler: str) -> dict:
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+  """The completed trial with the highest objective (the earliest one among ties)."""
+  return max(sorted(completed(study), key=lambda t: t.number), key=lambda t: t.value,
+             default=None)
+
+
+def writes_final_results(study: optuna.Study) -> bool:
+  """Whether this process writes the study's final results and figures: the worker that
+  completed its last trial does, or any later run on the same host once that one has exited."""
+  last = max(completed(study), key=lambda t: t.datetime_complete, default=None)
+  if last is None:
+    return False
+  worker = last.user_attrs.get('worker', '')
+  return worker == WORKER or _dead_local_worker(worker)
+
+
+def study_results(study: optuna.Study, workflow: str, sampler: str, workdir: str) -> dict:
   done = completed(study)
-  best = max(done, key=lambda t: t.value) if done else None
+  best = best_trial(study)
   return {'workflow': workflow, 'sampler': sampler, 'study_name': study.study_name,
           'n_complete': len(done), 'best_so_far': best_so_far(study),
+          'best_model_dir': best_model_dir(workdir, study.study_name),
           'best': None if best is None else {'number': best.number, 'value': best.value,
                                               'params': best.params, **best.user_attrs},
           'trials': trial_records(study)}

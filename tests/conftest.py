@@ -1,6 +1,11 @@
 """Test setup: never touch the network; share a compilation cache within the run."""
 
+import glob
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
@@ -49,3 +54,38 @@ def toy_split(num_examples: int, seed: int, length: int = 12) -> input_pipeline.
 def train_config(**overrides) -> ConfigDict:
   return ConfigDict(dict(learning_rate=3e-3, warmup_steps=0, weight_decay=0.0, grad_clip=1.0)
                     | overrides)
+
+
+@pytest.fixture(scope='session')
+def postgres_url():
+  """A real PostgreSQL server on loopback for this test session (Debian's `postgresql`).
+
+  Skipped where the server is not installed, unless JAXNAS_REQUIRE_POSTGRES is set (.ci/run
+  installs it and sets it, so there the tests always run).
+  """
+  initdb = sorted(glob.glob('/usr/lib/postgresql/*/bin/initdb'))
+  if not initdb:
+    message = 'PostgreSQL server not installed (apt-get install postgresql)'
+    if os.environ.get('JAXNAS_REQUIRE_POSTGRES'):
+      pytest.fail(message)
+    pytest.skip(message)
+  bindir = os.path.dirname(initdb[-1])
+  # The server refuses to run as root: run it as the package's `postgres` user.
+  as_postgres = ['runuser', '-u', 'postgres', '--'] if os.geteuid() == 0 else []
+  data = tempfile.mkdtemp(prefix='jaxnas-postgres-')
+  if as_postgres:
+    shutil.chown(data, 'postgres', 'postgres')
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  run = lambda *cmd: subprocess.run(as_postgres + [os.path.join(bindir, cmd[0]), *cmd[1:]],
+                                    check=True, capture_output=True)
+  run('initdb', '-D', f'{data}/db', '-U', 'postgres', '--auth=trust')
+  run('pg_ctl', '-D', f'{data}/db', '-l', f'{data}/log', '-w', 'start',
+      '-o', f'-p {port} -k {data} -c listen_addresses=127.0.0.1')
+  try:
+    run('createdb', '-h', '127.0.0.1', '-p', str(port), '-U', 'postgres', 'jaxnas')
+    yield f'postgresql://postgres@127.0.0.1:{port}/jaxnas'
+  finally:
+    run('pg_ctl', '-D', f'{data}/db', '-m', 'immediate', 'stop')
+    shutil.rmtree(data, ignore_errors=True)
