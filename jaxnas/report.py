@@ -1,0 +1,285 @@
+"""One self-contained HTML report of a search, finished or still running.
+
+It reads `<workdir>/results.json` (either layout of `runner.write_results`: one study flat, or
+one entry per study under 'runs') and, for parameter importances and the trials running now,
+each study in its Optuna storage. The best-so-far curves and the Pareto front are drawn anew
+from these data, so a running search gets current figures; any other PNG in the workdir is
+embedded as it is. Images are inline base64, so the file can be mailed or archived alone.
+"""
+
+import base64
+import collections
+import datetime
+import html
+import json
+import os
+import tempfile
+import warnings
+
+import optuna
+
+from jaxnas import plots
+from jaxnas.errors import UserError
+
+REPORT_FILE = 'report.html'
+RESULTS_FILE = 'results.json'
+# The runner's best-so-far figures: drawn anew here, so not embedded a second time.
+REDRAWN_FIGURES = ('best_so_far.png', 'samplers_best_so_far.png', 'nas_comparison_curve.png')
+TOP_K = 5  # Best architectures listed per single-objective study.
+OBJECTIVES = {'baseline': 'float accuracy', 'compress': 'int8 + pruned accuracy',
+              'retrain': 'int8 + pruned accuracy after QAT'}
+# PED-ANOVA (Optuna's default evaluator) compares the top 10% of trials with all of them.
+FEW_TRIALS_FOR_IMPORTANCE = 10
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; }
+td:first-child, th:first-child { text-align: left; }
+.bar { background: #4c78a8; height: 0.8em; }
+.note { color: #666; font-size: 0.9em; }
+img { max-width: 100%; }
+"""
+
+
+def write_report(workdir: str) -> str:
+  """Writes `<workdir>/report.html` and returns its path."""
+  results = load_results(workdir)
+  runs = study_runs(results)
+  storage = storage_url(results.get('storage', ''), workdir)
+  studies = {name: load_study(storage, run.get('study_name', '')) for name, run in runs.items()}
+  body = [f'<h1>jaxnas search report: {html.escape(results.get("workflow", "?"))}</h1>',
+          _paragraph(f'workdir {os.path.abspath(workdir)}; storage {storage or "unavailable"}; '
+                     f'written {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.'),
+          '<h2>Studies</h2>', studies_table(runs, studies)]
+  curves = {name: run['best_so_far'] for name, run in runs.items() if run.get('best_so_far')}
+  if curves:
+    body += ['<h2>Best objective so far</h2>',
+             _paragraph('Per completed trial, in trial order (pruned, failed and running '
+                        'trials are not counted).'),
+             _image(_draw(lambda path: plots.plot_best_so_far(
+                 curves, path, 'Best objective so far', 'best objective')), 'best so far')]
+  for name, run in runs.items():
+    body += [f'<h2>Study {html.escape(name)}</h2>', *run_sections(run),
+             '<h3>Parameter importances</h3>', importances_section(studies[name])]
+  body += other_figures(workdir)
+  page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>jaxnas report</title>'
+          f'<style>{STYLE}</style></head><body>\n' + '\n'.join(body) + '\n</body></html>\n')
+  path = os.path.join(workdir, REPORT_FILE)
+  with open(path, 'w') as f:
+    f.write(page)
+  return path
+
+
+def load_results(workdir: str) -> dict:
+  path = os.path.join(workdir, RESULTS_FILE)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise UserError(f'no {path}: a search writes it when its first trial completes') from None
+  except ValueError as e:
+    raise UserError(f'{path} is not valid JSON: {e}') from None
+
+
+def study_runs(results: dict) -> dict:
+  """Study name -> its results, for both layouts of results.json."""
+  if 'runs' in results:
+    return results['runs']
+  return {results.get('workflow', 'study'): results}
+
+
+def storage_url(url: str, workdir: str) -> str:
+  """The study storage, or '' when there is none to read.
+
+  A SQLite file that no longer exists is looked for in the workdir (a workdir that was moved),
+  and never created: opening a missing SQLite URL would make an empty database.
+  """
+  if not url.startswith('sqlite:///'):
+    return url
+  if os.path.exists(url.removeprefix('sqlite:///')):
+    return url
+  local = os.path.join(os.path.abspath(workdir), 'study.db')
+  return f'sqlite:///{local}' if os.path.exists(local) else ''
+
+
+def load_study(storage: str, study_name: str) -> optuna.Study | None:
+  if not storage or not study_name:
+    return None
+  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  try:
+    return optuna.load_study(study_name=study_name, storage=storage)
+  except Exception:  # pylint: disable=broad-except  # Unreachable or unknown: report without.
+    return None
+
+
+def completed_trials(run: dict) -> list[dict]:
+  return [t for t in run.get('trials', ()) if t.get('state') == 'COMPLETE']
+
+
+def is_multi_objective(run: dict) -> bool:
+  return len(run.get('objectives', ())) > 1 or 'pareto_front' in run
+
+
+def studies_table(runs: dict, studies: dict) -> str:
+  """Trial counts per state: from the storage when it can be read (current), else from
+  results.json (as of the last completed trial)."""
+  rows = []
+  for name, run in runs.items():
+    study = studies[name]
+    if study is not None:
+      states = collections.Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    else:
+      states = collections.Counter(t.get('state', '?') for t in run.get('trials', ()))
+    counts = ', '.join(f'{n} {s.lower()}' for s, n in sorted(states.items()))
+    best = run.get('best') or {}
+    objective = ', '.join(run.get('objectives', ())) or OBJECTIVES.get(run.get('workflow'), '')
+    rows.append([name, run.get('workflow', ''), objective, run.get('sampler', ''),
+                 run.get('study_name', ''), counts or 'none', _objective(best)])
+  return _table(['study', 'workflow', 'objective', 'sampler', 'Optuna study', 'trials',
+                 'best objective'], rows)
+
+
+def run_sections(run: dict) -> list[str]:
+  """The best architectures of one study (the Pareto front if it is multi-objective)."""
+  trials = completed_trials(run)
+  if not trials:
+    return [_paragraph('No completed trial yet.')]
+  sections = []
+  if is_multi_objective(run):
+    points = [dict(accuracy=t['compressed_accuracy'], model_bytes=t['model_bytes'],
+                   number=t['number']) for t in trials]
+    front = []
+    uri = _draw(lambda path: front.extend(plots.plot_pareto(
+        points, path, max_model_bytes=run.get('max_model_bytes'))))
+    limit = run.get('max_model_bytes')
+    sections += ['<h3>Pareto front: served int8 accuracy vs size</h3>',
+                 _paragraph(f'{len(front)} of {len(trials)} completed trials are on the front'
+                            + (f' under the limit of {limit:,} bytes' if limit else '') +
+                            '; dominated trials are dimmed.'),
+                 _image(uri, 'Pareto front'), '<h3>Architectures on the front</h3>']
+    best = [trials[i] for i in front]
+  else:
+    best = sorted(trials, key=lambda t: (-t['value'], t['number']))[:TOP_K]
+    sections.append(f'<h3>Best architectures (top {len(best)} of {len(trials)} completed)</h3>')
+  sections.append(architecture_table(best, run.get('post_compression')))
+  return sections
+
+
+def architecture_table(trials: list[dict], post_compression: dict | None) -> str:
+  headers = ['trial', 'objective', 'L/H/d/ff', 'identity layers', 'params', 'float acc',
+             'int8 acc (served)', 'int8 acc before retrain', 'sparsity', 'int8 bytes',
+             'float bytes', 'train s']
+  rows = []
+  for t in trials:
+    arch = t['architecture']
+    rows.append([t['number'], _objective(t), _shape(arch), _identity(arch),
+                 _number(t.get('n_params'), ','), _number(t.get('float_accuracy'), '.4f'),
+                 _number(t.get('compressed_accuracy'), '.4f'),
+                 _number(t.get('accuracy_before_retrain'), '.4f'),
+                 _number(t.get('sparsity'), '.3f'), _number(t.get('model_bytes'), ','),
+                 _number(t.get('float_model_bytes'), ','), _number(t.get('train_seconds'), '.1f')])
+  if post_compression:
+    p = post_compression
+    rows.append([f'{p["trial"]}, compressed after the search', '-', _shape(p['architecture']),
+                 _identity(p['architecture']), '', _number(p.get('float_accuracy'), '.4f'),
+                 _number(p.get('retrained_compressed_accuracy'), '.4f') + ' (retrained)',
+                 _number(p.get('compressed_accuracy'), '.4f'),
+                 _number(p.get('retrained_sparsity'), '.3f'),
+                 _number(p.get('retrained_model_bytes'), ','), '', ''])
+  used = [i for i in range(len(headers)) if any(row[i] != '' for row in rows)]
+  return _table([headers[i] for i in used], [[row[i] for i in used] for row in rows])
+
+
+def param_importances(study: optuna.Study) -> tuple[dict | None, str]:
+  """(importances, note); importances is None when they cannot be estimated."""
+  n = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+  if n < 2:
+    return None, f'Needs at least 2 completed trials; the study has {n}.'
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    try:
+      importances = optuna.importance.get_param_importances(study)
+    except (ValueError, RuntimeError) as e:
+      return None, f'Optuna could not estimate importances: {e}'
+  equal = [w for w in caught if 'will be equal' in str(w.message)]
+  if equal:
+    return None, f'Optuna could not tell the parameters apart: {equal[0].message}'
+  note = f'PED-ANOVA (Optuna\'s default) over {n} completed trials.'
+  if n < FEW_TRIALS_FOR_IMPORTANCE:
+    note += (f' With fewer than {FEW_TRIALS_FOR_IMPORTANCE} trials the top 10% is a single '
+             'trial, so these are indicative only.')
+  return importances, note
+
+
+def importances_section(study: optuna.Study | None) -> str:
+  if study is None:
+    return _paragraph('The study could not be read from its storage.')
+  importances, note = param_importances(study)
+  if importances is None:
+    return _paragraph(note)
+  top = max(importances.values()) or 1.0
+  rows = [[name, f'{value:.3f}',
+           f'<div class="bar" style="width:{100 * value / top:.0f}%"></div>']
+          for name, value in importances.items()]
+  return _paragraph(note) + _table(['parameter', 'importance', ''], rows, escape=False)
+
+
+def other_figures(workdir: str) -> list[str]:
+  names = sorted(n for n in os.listdir(workdir)
+                 if n.endswith('.png') and n not in REDRAWN_FIGURES)
+  if not names:
+    return []
+  sections = ['<h2>Other figures in the workdir</h2>']
+  for name in names:
+    with open(os.path.join(workdir, name), 'rb') as f:
+      sections += [f'<h3>{html.escape(name)}</h3>', _image(_png_uri(f.read()), name)]
+  return sections
+
+
+def _draw(draw) -> str:
+  """Runs `draw(path)` on a temporary PNG file and returns the image as a data URI."""
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, 'figure.png')
+    draw(path)
+    with open(path, 'rb') as f:
+      return _png_uri(f.read())
+
+
+def _png_uri(data: bytes) -> str:
+  return 'data:image/png;base64,' + base64.b64encode(data).decode('ascii')
+
+
+def _image(uri: str, alt: str) -> str:
+  return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def _paragraph(text: str) -> str:
+  return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _table(headers: list, rows: list, escape: bool = True) -> str:
+  cell = lambda v: html.escape(str(v)) if escape else str(v)
+  head = ''.join(f'<th>{html.escape(h)}</th>' for h in headers)
+  body = ''.join('<tr>' + ''.join(f'<td>{cell(v)}</td>' for v in row) + '</tr>' for row in rows)
+  return f'<table><tr>{head}</tr>{body}</table>'
+
+
+def _number(value, spec: str) -> str:
+  return '' if value is None else format(value, spec)
+
+
+def _objective(trial: dict) -> str:
+  values = trial.get('values')
+  if values:
+    return ', '.join(format(v, '.4g') for v in values)
+  return _number(trial.get('value'), '.4f')
+
+
+def _shape(arch: dict) -> str:
+  return (f'{arch["num_layers"]}/{arch["num_heads"]}/{arch["hidden_size"]}/'
+          f'{arch["intermediate_size"]}')
+
+
+def _identity(arch: dict) -> str:
+  return f'{len(arch["identity"])}: {", ".join(arch["identity"])}' if arch['identity'] else '0'

@@ -1,0 +1,112 @@
+"""The Qwix int8 engine: same interface and stored layout as AQT, real int8 serving."""
+
+import flax
+import jax
+import numpy as np
+import pytest
+
+from conftest import toy_split
+from jaxnas import quantization, train, workflows
+from jaxnas.models import Architecture, BertClassifier
+
+# Qwix 0.1.8 checks for flax's deprecated nnx.VariableState on every op.
+pytestmark = pytest.mark.filterwarnings('ignore:.*VariableState:DeprecationWarning')
+
+ARCH = Architecture(2, 2, 64, 128, identity=('layer_0/query', 'pooler'))
+
+
+@pytest.fixture(scope='module')
+def model():
+  return BertClassifier(ARCH, 40, 16)
+
+
+def _params(model):
+  return train.init_params(model, jax.random.key(0), 16)
+
+
+def _ids():
+  return np.stack([np.pad(ids, (0, 16 - len(ids))) for ids in toy_split(8, 0, 16).token_ids])
+
+
+def test_config_selects_qwix():
+  assert isinstance(quantization.get_engine('qwix'), quantization.QwixInt8)
+
+
+def test_served_int8_logits_match_the_qat_model(model):
+  engine = quantization.QwixInt8()
+  params, ids = _params(model), _ids()
+  qat_model = engine.training_model(model)
+  assert engine.training_model(model) is qat_model  # Reused, so jit reuses its programs.
+  qat_logits = jax.jit(lambda p: qat_model.apply({'params': p}, ids))(params)
+  served_logits = jax.jit(engine.serving_apply(model))(engine.convert(model, params), ids)
+  np.testing.assert_allclose(served_logits, qat_logits, atol=1e-5)  # Same int8 arithmetic.
+  float_logits = model.apply({'params': params}, ids)
+  assert not np.allclose(float_logits, qat_logits, atol=1e-7)  # Quantization is really on.
+
+
+def test_served_model_computes_int8_matmuls(model):
+  engine = quantization.QwixInt8()
+  int8 = engine.convert(model, _params(model))
+  hlo = jax.jit(engine.serving_apply(model)).lower(int8, np.ones((2, 16), np.int32)).as_text()
+  int8_dots = [line for line in hlo.splitlines() if 'dot_general' in line and 'xi8>' in line]
+  num_dense = len(int8['int8']) - 3  # Minus the three embedding tables.
+  assert len(int8_dots) == num_dense == 5 + 6 + 1  # 6 Dense a layer, 1 identity; classifier.
+  assert not any('kernel' in path for path in int8['float'])  # No float copy of a weight.
+
+
+def test_stored_form_has_the_aqt_layout_and_is_about_4x_smaller():
+  model = BertClassifier(Architecture(2, 4, 256, 512), 2000, 16)
+  params = _params(model)
+  qwix_int8 = quantization.QwixInt8().convert(model, params)
+  aqt_int8 = quantization.AqtInt8().convert(model, params)
+  ratio = quantization.tree_bytes(params) / quantization.tree_bytes(qwix_int8)
+  assert 3.5 < ratio <= 4.0
+  assert quantization.tree_bytes(qwix_int8) == quantization.tree_bytes(aqt_int8)
+  shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+  assert shapes(qwix_int8) == shapes(aqt_int8)
+  for path, q in qwix_int8['int8'].items():
+    assert q['qvalue'].dtype == np.int8, path
+    # Both are absmax per output channel; rounding may differ by one step at ties.
+    diff = np.abs(q['qvalue'].astype(int) - aqt_int8['int8'][path]['qvalue'].astype(int))
+    assert diff.max() <= 1, path
+    np.testing.assert_allclose(q['scale'], aqt_int8['int8'][path]['scale'], rtol=1e-6)
+
+
+@pytest.fixture
+def experiment(test_config, monkeypatch):
+  config = test_config
+  config.tokenizer.max_length = 16
+  config.train.update(learning_rate=3e-3, epochs=3, batch_size=16)
+  config.compression.update(retrain_epochs=3, retrain_learning_rate=1e-3, weight_sparsity=0.8,
+                            quant_engine='qwix')
+  monkeypatch.setattr(workflows.Experiment, 'model_settings', lambda self: dict(
+      vocab_size=40, max_length=16, num_classes=2, dropout_rate=0.0,
+      attention_dropout_rate=0.0))
+  trainer = train.Trainer(16, 64, (16,), seed=0, show_progress=False)
+  return workflows.Experiment(config, tokenizer=None, train_split=toy_split(256, 0, 16),
+                              test_split=toy_split(256, 1, 16), trainer=trainer,
+                              num_classes=2, engine=quantization.QwixInt8())
+
+
+def test_qwix_qat_recovers_accuracy_and_keeps_masks(experiment):
+  trained, record = workflows.train_float(experiment, Architecture(2, 2, 32, 64))
+  assert record['float_accuracy'] > 0.9
+  compressed = workflows.compress(experiment, trained)
+  retrained, _ = workflows.post_compression_training(experiment, compressed)
+  assert retrained.accuracy > compressed.accuracy + 0.05
+  assert retrained.accuracy > 0.9
+  flat = flax.traverse_util.flatten_dict(retrained.params, sep='/')
+  for path, mask in compressed.masks.items():
+    assert np.all(np.asarray(flat[path])[mask == 0] == 0), path
+  int8 = retrained.int8['int8']
+  for path, mask in compressed.masks.items():  # Pruned weights are stored as int8 zeros.
+    assert np.all(int8[path]['qvalue'][mask == 0] == 0), path
+
+  comparison = workflows.compare_engines(experiment, trained)
+  assert comparison['float_accuracy'] == trained.accuracy
+  assert set(comparison['engines']) == {'aqt', 'qwix'}
+  qwix_record = comparison['engines']['qwix']
+  assert qwix_record['compressed_accuracy'] == compressed.accuracy  # Same masks, same engine.
+  assert qwix_record['sparsity'] == pytest.approx(0.8, abs=1e-3)
+  assert qwix_record['model_bytes'] == comparison['engines']['aqt']['model_bytes']
+  assert comparison['float_model_bytes'] / qwix_record['model_bytes'] > 3.0

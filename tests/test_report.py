@@ -1,0 +1,187 @@
+"""The HTML report, from a results.json laid out as runner.write_results writes it and a real
+SQLite Optuna study (no training)."""
+
+import base64
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import optuna
+import pytest
+
+from jaxnas import plots, report
+from jaxnas.errors import UserError
+
+SIZES = {'num_layers': (2, 4), 'num_heads': (2, 4, 8, 16), 'hidden_size': (128, 192),
+         'intermediate_size': (512, 768)}
+IDENTITY_CHOICES = ('layer_0/query', 'layer_1/key', 'pooler')
+DISTRIBUTIONS = {
+    **{f'{k}_idx': optuna.distributions.IntDistribution(0, len(v) - 1) for k, v in SIZES.items()},
+    **{name: optuna.distributions.CategoricalDistribution(('linear', 'identity'))
+       for name in IDENTITY_CHOICES}}
+
+
+def _params(i):
+  """Trial i's parameters, drawn at random (seeded by i)."""
+  rng = np.random.default_rng(i)
+  return {**{name: int(rng.integers(d.high + 1)) for name, d in DISTRIBUTIONS.items()
+             if name.endswith('_idx')},
+          **{name: str(rng.choice(('linear', 'identity'))) for name in IDENTITY_CHOICES}}
+
+
+def _record(i, params, workflow):
+  """A trial's measurements, as workflows.run_trial and search.run_study record them."""
+  arch = {k: SIZES[k][params[f'{k}_idx']] for k in SIZES}
+  arch['identity'] = sorted(n for n in IDENTITY_CHOICES if params[n] == 'identity')
+  float_bytes = 4 * 250_000 * arch['hidden_size'] // 128 * arch['num_layers']
+  # Accuracy is mostly a function of hidden_size: the importances must find it.
+  float_accuracy = 0.60 + 0.08 * params['hidden_size_idx'] + 0.0001 * i
+  record = {'architecture': arch, 'n_params': float_bytes // 4, 'train_seconds': 10.0 + i,
+            'float_accuracy': float_accuracy, 'compressed_accuracy': float_accuracy - 0.01,
+            'sparsity': 0.5, 'model_bytes': float_bytes // 4 + 1000 * i,
+            'float_model_bytes': float_bytes, 'resumed_from_step': {'float': 0},
+            'model_dir': f'/runs/models/trial_{i:04d}', 'worker': 'host:1'}
+  if workflow == 'retrain':
+    record['accuracy_before_retrain'] = record['compressed_accuracy'] - 0.02
+  return record
+
+
+def _study_results(storage, study_name, workflow, num_complete, directions=('maximize',)):
+  """Creates the study with `num_complete` trials plus a failed, a pruned and a running one,
+  and returns its entry of results.json (the layout of search.study_results)."""
+  study = optuna.create_study(storage=storage, study_name=study_name, directions=directions)
+  trials = []
+  for i in range(num_complete):
+    params = _params(i)
+    record = _record(i, params, workflow)
+    values = [record['compressed_accuracy' if workflow != 'baseline' else 'float_accuracy']]
+    if len(directions) == 2:
+      values.append(record['model_bytes'])
+    # The report reads states, params and values from the study, the records from the JSON.
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=DISTRIBUTIONS,
+                                              values=values))
+    trials.append({'number': i, 'state': 'COMPLETE', 'params': params,
+                   'value': values[0] if len(values) == 1 else None, **record})
+    if len(values) == 2:
+      trials[-1]['values'] = values
+  for state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED):
+    study.add_trial(optuna.trial.create_trial(params=_params(0), distributions=DISTRIBUTIONS,
+                                              state=state))
+    trials.append({'number': len(trials), 'state': state.name, 'params': _params(0),
+                   'value': None})
+  study.ask()  # A trial running now: in the storage, not yet in results.json.
+  complete = [t for t in trials if t['state'] == 'COMPLETE']
+  single = len(directions) == 1  # Multi-objective: no single best, no best-so-far curve.
+  best_so_far = [max(t['value'] for t in complete[:n + 1])
+                 for n in range(len(complete))] if single else []
+  best = max(complete, key=lambda t: t['value']) if single and complete else None
+  return {'workflow': workflow, 'sampler': 'tpe', 'study_name': study_name,
+          'n_complete': len(complete), 'best_so_far': best_so_far, 'best': best,
+          'trials': trials}
+
+
+def _write(workdir, results):
+  with open(workdir / 'results.json', 'w') as f:
+    json.dump(results, f)
+
+
+def _images(page):
+  """The decoded images; each must be an inline PNG."""
+  sources = re.findall(r'<img src="([^"]*)"', page)
+  assert all(s.startswith('data:image/png;base64,') for s in sources)
+  images = [base64.b64decode(s.split(',', 1)[1]) for s in sources]
+  assert all(image.startswith(b'\x89PNG\r\n\x1a\n') for image in images)
+  return images
+
+
+def _rows(page, first_cell):
+  return re.findall(rf'<tr><td>{re.escape(first_cell)}</td>(.*?)</tr>', page)
+
+
+def test_single_study_report(tmp_path):
+  storage = f'sqlite:///{tmp_path}/study.db'
+  results = {**_study_results(storage, 'jaxnas', 'retrain', 40), 'storage': storage}
+  _write(tmp_path, results)
+  path = report.write_report(str(tmp_path))
+  assert path == str(tmp_path / 'report.html')
+  page = open(path).read()
+  assert not re.search(r'(src|href)="(?!data:)', page)  # Self-contained.
+  assert len(_images(page)) == 1  # Best so far; no Pareto front for a single objective.
+  assert '40 complete, 1 fail, 1 pruned, 1 running' in page
+  best = results['best']
+  assert best['architecture']['hidden_size'] == 192
+  best_rows = re.findall(r'<tr><td>(\d+)</td><td>(0\.\d{4})</td>', page)
+  assert len(best_rows) == report.TOP_K
+  assert best_rows[0] == (str(best['number']), f'{best["value"]:.4f}')
+  assert [float(v) for _, v in best_rows] == sorted((float(v) for _, v in best_rows),
+                                                   reverse=True)
+  (row,) = _rows(page, str(best['number']))
+  for value in (f'{best["float_accuracy"]:.4f}', f'{best["accuracy_before_retrain"]:.4f}',
+                f'{best["model_bytes"]:,}', f'{best["float_model_bytes"]:,}', '0.500'):
+    assert f'<td>{value}</td>' in row
+  importances = re.findall(r'<tr><td>([\w/]+)</td><td>(\d\.\d{3})</td><td><div class="bar"',
+                           page)
+  assert importances[0][0] == 'hidden_size_idx'
+  assert {name for name, _ in importances} == set(DISTRIBUTIONS)
+  assert math.isclose(sum(float(v) for _, v in importances), 1.0, abs_tol=0.01)
+
+
+def test_composite_report_with_few_trials_and_a_moved_workdir(tmp_path):
+  storage = f'sqlite:///{tmp_path}/study.db'
+  runs = {'baseline': _study_results(storage, 'jaxnas-baseline', 'baseline', 1),
+          'retrain': _study_results(storage, 'jaxnas-retrain', 'retrain', 3)}
+  runs['baseline']['post_compression'] = {
+      'trial': 0, 'architecture': runs['baseline']['best']['architecture'],
+      'float_accuracy': 0.6, 'compressed_accuracy': 0.5812, 'retrained_compressed_accuracy': 0.6234,
+      'retrained_sparsity': 0.5, 'retrained_model_bytes': 250_000}
+  moved = tmp_path / 'moved'
+  moved.mkdir()
+  shutil.move(tmp_path / 'study.db', moved / 'study.db')
+  _write(moved, {'workflow': 'compare', 'storage': storage, 'runs': runs})
+  plots.plot_best_so_far({'x': [0.5]}, str(moved / 'nas_comparison_curve.png'), 't', 'y')
+  plots.plot_best_so_far({'x': [0.5]}, str(moved / 'extra.png'), 't', 'y')
+  page = open(report.write_report(str(moved))).read()
+  assert not (tmp_path / 'study.db').exists()  # The stale URL was not opened (and created).
+  assert len(_images(page)) == 2  # Best so far (redrawn) and extra.png.
+  assert 'Needs at least 2 completed trials; the study has 1.' in page  # Baseline.
+  assert 'indicative only' in page  # Retrain: 3 trials.
+  (post,) = _rows(page, '0, compressed after the search')
+  assert '<td>0.6234 (retrained)</td><td>0.5812</td>' in post
+  assert page.count('1 fail, 1 pruned, 1 running') == 2
+
+
+def test_multi_objective_report_lists_the_pareto_front(tmp_path):
+  storage = f'sqlite:///{tmp_path}/study.db'
+  results = {**_study_results(storage, 'jaxnas', 'compress', 8, ('maximize', 'minimize')),
+             'objectives': ['accuracy', 'model_bytes'], 'max_model_bytes': 1_100_000,
+             'storage': storage}
+  _write(tmp_path, results)
+  page = open(report.write_report(str(tmp_path))).read()
+  assert len(_images(page)) == 1  # No best-so-far curve: the Pareto front.
+  complete = [t for t in results['trials'] if t['state'] == 'COMPLETE']
+  feasible = [t for t in complete if t['model_bytes'] <= 1_100_000]
+  front = [t['number'] for t in feasible if not any(
+      o['compressed_accuracy'] >= t['compressed_accuracy'] and o['model_bytes'] <= t['model_bytes']
+      and o is not t for o in feasible)]
+  listed = [int(n) for n in re.findall(r'<tr><td>(\d+)</td><td>0\.\d+, ', page)]
+  assert sorted(listed) == sorted(front) and front
+  assert f'{len(front)} of 8 completed trials are on the front under the limit of 1,100,000' in page
+  assert re.search(r'<tr><td>hidden_size_idx</td>', page)
+
+
+def test_plot_pareto_returns_the_feasible_front(tmp_path):
+  points = [dict(accuracy=0.70, model_bytes=300), dict(accuracy=0.72, model_bytes=500),
+            dict(accuracy=0.69, model_bytes=400),  # Dominated by the first.
+            dict(accuracy=0.70, model_bytes=300),  # Equal to the first: not dominated.
+            dict(accuracy=0.80, model_bytes=900, number=4)]  # Best, but over the limit.
+  path = tmp_path / 'pareto.png'
+  assert plots.plot_pareto(points, str(path)) == [0, 3, 1, 4]
+  assert plots.plot_pareto(points, str(path), max_model_bytes=800) == [0, 3, 1]
+  assert path.read_bytes().startswith(b'\x89PNG')
+
+
+def test_missing_results_is_a_user_error(tmp_path):
+  with pytest.raises(UserError, match='no .*results.json'):
+    report.write_report(str(tmp_path))
