@@ -58,7 +58,7 @@ def write_report(workdir: str) -> str:
              _paragraph('Per completed trial, in trial order (pruned, failed and running '
                         'trials are not counted).'),
              _image(_draw(lambda path: plots.plot_best_so_far(
-                 curves, path, 'Best objective so far', 'best objective')), 'best so far')]
+                 curves, path, 'Best objective so far', 'best objective'))[0], 'best so far')]
   for name, run in runs.items():
     body += [f'<h2>Study {html.escape(name)}</h2>', *run_sections(run),
              '<h3>Parameter importances</h3>', importances_section(studies[name])]
@@ -149,10 +149,8 @@ def run_sections(run: dict) -> list[str]:
   if is_multi_objective(run):
     points = [dict(accuracy=t['compressed_accuracy'], model_bytes=t['model_bytes'],
                    number=t['number']) for t in trials]
-    front = []
-    uri = _draw(lambda path: front.extend(plots.plot_pareto(
-        points, path, max_model_bytes=run.get('max_model_bytes'))))
     limit = run.get('max_model_bytes')
+    uri, front = _draw(lambda path: plots.plot_pareto(points, path, max_model_bytes=limit))
     sections += ['<h3>Pareto front: served int8 accuracy vs size</h3>',
                  _paragraph(f'{len(front)} of {len(trials)} completed trials are on the front'
                             + (f' under the limit of {limit:,} bytes' if limit else '') +
@@ -237,13 +235,13 @@ def other_figures(workdir: str) -> list[str]:
   return sections
 
 
-def _draw(draw) -> str:
-  """Runs `draw(path)` on a temporary PNG file and returns the image as a data URI."""
+def _draw(draw) -> tuple[str, object]:
+  """Runs `draw(path)` on a temporary PNG file: (the image as a data URI, what draw returned)."""
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, 'figure.png')
-    draw(path)
+    returned = draw(path)
     with open(path, 'rb') as f:
-      return _png_uri(f.read())
+      return _png_uri(f.read()), returned
 
 
 def _png_uri(data: bytes) -> str:
