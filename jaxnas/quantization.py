@@ -1,4 +1,4 @@
-"""int8 quantization behind a narrow engine interface; AQT (`aqt.jax.v2`) is the engine.
+"""int8 quantization behind a narrow engine interface: AQT (`aqt.jax.v2`) or Qwix (`qwix`).
 
 An engine does three things to a `BertClassifier`:
   * `training_model(model)`: the quantization-aware model (int8 forward, straight-through
@@ -7,10 +7,10 @@ An engine does three things to a `BertClassifier`:
     is: {'int8': {path: {'qvalue': int8, 'scale': float32}}, 'float': {path: array}};
   * `serving_apply(model)`: `apply(stored, input_ids) -> logits` that runs from the stored form.
 
-Every Dense runs an AQT int8 x int8 dot_general with per-output-channel weight scales and
-dynamic per-token activation scales. Embedding tables are stored as int8 with one scale per
-row and dequantized on lookup (the QAT model sees the same rounding), so the whole checkpoint
-is about 4x smaller than the float one; biases and LayerNorm parameters stay float32.
+With either engine, every Dense runs an int8 x int8 dot_general with per-output-channel
+weight scales and dynamic per-token activation scales. Embedding tables are stored as int8 with
+one scale per row and dequantized on lookup (the QAT model sees the same rounding), so the whole
+checkpoint is about 4x smaller than the float one; biases and LayerNorm parameters stay float32.
 """
 
 import functools
@@ -22,6 +22,7 @@ from aqt.jax.v2 import aqt_tensor
 from aqt.jax.v2 import config as aqt_config
 from aqt.jax.v2.flax import aqt_flax
 from aqt.jax.v2.utils import QuantMode
+import qwix
 
 from jaxnas.errors import UserError
 
@@ -117,7 +118,94 @@ class AqtInt8:
     return apply
 
 
-ENGINES = {'aqt': AqtInt8}
+class QwixInt8:
+  """The same int8 scheme with Qwix: quantized training (QT) for QAT, PTQ for serving.
+
+  The rule matches `dot_general` only, i.e. every Dense; the attention einsums stay float as
+  with AQT. Weights get per-output-channel absmax scales, activations dynamic per-token ones,
+  so the stored form has AQT's layout, and the served model runs int8 x int8 dot_generals.
+  """
+
+  def __init__(self):
+    rule = dict(module_path='.*', op_names=('dot_general',), weight_qtype=jnp.int8,
+                act_qtype=jnp.int8)
+    self._qt_rules = [qwix.QtRule(**rule)]
+    self._ptq_rules = [qwix.QuantizationRule(**rule)]
+    # Per model: quantize_model makes a new class each call, so reusing its result (and the
+    # jitted functions) lets jit reuse compiled programs.
+    self._training_models, self._ptq_models, self._convert_fns, self._serving_fns = {}, {}, {}, {}
+
+  def training_model(self, model):
+    if model not in self._training_models:
+      self._training_models[model] = qwix.quantize_model(
+          model.clone(embedding_quantizer=fake_quantize_rows), qwix.QtProvider(self._qt_rules))
+    return self._training_models[model]
+
+  def _ptq_model(self, model):
+    """The PTQ model and its abstract quantized params (leaves say how each is quantized)."""
+    if model not in self._ptq_models:
+      ptq_model = qwix.quantize_model(model.clone(embedding_quantizer=None),
+                                      qwix.PtqProvider(self._ptq_rules))
+      abstract = jax.eval_shape(ptq_model.init, jax.random.key(0), jnp.ones((1, 1), jnp.int32))
+      self._ptq_models[model] = ptq_model, abstract['params']
+    return self._ptq_models[model]
+
+  def convert(self, model, params) -> dict:
+    if model not in self._convert_fns:
+      self._convert_fns[model] = self._make_convert(model)
+    return jax.device_get(self._convert_fns[model](params))
+
+  def _make_convert(self, model):
+    _, abstract = self._ptq_model(model)
+    quantized_paths = _quantized_leaves(abstract)
+
+    @jax.jit
+    def convert(params):
+      quantized = qwix.quantize_params(params, abstract)
+      stored = {'int8': {}, 'float': {}}
+      for path, value in flax.traverse_util.flatten_dict(quantized, sep='/').items():
+        if path in quantized_paths:
+          stored['int8'][path] = {'qvalue': value.array.qvalue, 'scale': value.array.scale}
+        elif path.endswith('/embedding'):
+          qvalue, scale = quantize_rows(value)
+          stored['int8'][path] = {'qvalue': qvalue, 'scale': scale}
+        else:
+          stored['float'][path] = value
+      return stored
+
+    return convert
+
+  def serving_apply(self, model):
+    if model not in self._serving_fns:
+      self._serving_fns[model] = self._make_serving_apply(model)
+    return self._serving_fns[model]
+
+  def _make_serving_apply(self, model):
+    ptq_model, abstract = self._ptq_model(model)
+    quantized_leaves = _quantized_leaves(abstract)
+
+    def apply(stored, input_ids, deterministic=True):
+      params = dict(stored['float'])
+      for path, q in stored['int8'].items():
+        if path in quantized_leaves:
+          params[path] = quantized_leaves[path].replace(array=qwix.QArray(
+              qvalue=q['qvalue'], scale=q['scale'], qtype=jnp.int8))
+        else:
+          params[path] = q['qvalue'].astype(jnp.float32) * q['scale']
+      return ptq_model.apply({'params': flax.traverse_util.unflatten_dict(params, sep='/')},
+                             input_ids, deterministic=deterministic)
+
+    return apply
+
+
+def _quantized_leaves(abstract_params) -> dict:
+  """Path -> Qwix's abstract quantized param (a WithAux holding how it is quantized)."""
+  return {path: leaf for path, leaf in flax.traverse_util.flatten_dict(abstract_params,
+                                                                        sep='/').items()
+          if not isinstance(leaf, jax.ShapeDtypeStruct)}
+
+
+ENGINES = {'aqt': AqtInt8, 'qwix': QwixInt8}
 
 
 def get_engine(name: str):

@@ -166,3 +166,24 @@ def run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_dir
     record.update(compression_record(compressed))
   objective = trained.accuracy if workflow == 'baseline' else compressed.accuracy
   return objective, record, trained, compressed
+
+
+def compare_engines(exp: Experiment, trained: TrainedModel,
+                    engines=tuple(quantization.ENGINES), retrain: bool = False) -> dict:
+  """Compresses one trained model with each quantization engine and scores it as served.
+
+  Pruning masks depend on the trained weights only, so every engine quantizes the same pruned
+  model and the engines alone differ. With `retrain`, each engine also runs its own
+  post-compression training (QAT from the same start) and is scored again.
+  """
+  results = {'float_accuracy': trained.accuracy,
+             'float_model_bytes': quantization.tree_bytes(trained.params), 'engines': {}}
+  for name in engines:
+    engine_exp = dataclasses.replace(exp, engine=quantization.get_engine(name))
+    compressed = compress(engine_exp, trained)
+    record = compression_record(compressed)
+    if retrain:
+      retrained, _ = post_compression_training(engine_exp, compressed)
+      record.update({f'retrained_{k}': v for k, v in compression_record(retrained).items()})
+    results['engines'][name] = record
+  return results
