@@ -5,6 +5,7 @@ URL), so rerunning the same command continues it until `n_trials` trials are com
 """
 
 import collections
+import datetime
 import functools
 import hashlib
 import json
@@ -115,7 +116,8 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
             desc=f'{workflow}/{sampler_name}') as bar:
     suggest = functools.partial(search_space.suggest_architecture, space=space,
                                 with_identity_choices=sampler_name != 'grid')
-    while (asked := next_trial(study, n_trials, suggest, exp.trainer.stop_requested, bar)):
+    while (asked := next_trial(study, n_trials, suggest, exp.trainer.stop_requested, bar,
+                                     exp.config.search.grace_seconds)):
       trial, arch = asked
       checkpoint_dir = trial_checkpoint_dir(workdir, study_name, trial.params)
       try:
@@ -151,7 +153,7 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
 
 
 def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
-               max_duplicates: int = 100) -> tuple[optuna.Trial, object] | None:
+               grace_seconds: float, max_duplicates: int = 100) -> tuple[optuna.Trial, object] | None:
   """(trial, architecture) this worker runs next, or None once `n_trials` trials are complete.
 
   Waits while the trials other workers are running would complete the study. Several workers
@@ -163,7 +165,7 @@ def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
     if stop_requested():
       raise KeyboardInterrupt
     optuna.storages.fail_stale_trials(study)
-    requeue_dead_local_trials(study)
+    requeue_dead_trials(study, grace_seconds)
     counts = collections.Counter(t.state for t in study.get_trials(deepcopy=False))
     if counts[COMPLETE] >= n_trials:
       return None
@@ -172,22 +174,22 @@ def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
       time.sleep(POLL_SECONDS)
       continue
     trial = study.ask()
+    trial.set_user_attr('worker', WORKER)  # First, so a kill from here on is detected.
     earlier = [t for t in study.get_trials(deepcopy=False, states=(COMPLETE, RUNNING))
                if t.number < trial.number]
     if len(earlier) >= n_trials:
+      trial.set_user_attr('skipped', 'surplus')
       study.tell(trial, state=FAIL)
-      study.set_trial_user_attr(trial._trial_id, 'skipped', 'surplus')  # pylint: disable=protected-access
       continue
     arch = suggest(trial)
     if any(t.params == trial.params for t in earlier):
+      trial.set_user_attr('skipped', 'duplicate')
       study.tell(trial, state=FAIL)
-      study.set_trial_user_attr(trial._trial_id, 'skipped', 'duplicate')  # pylint: disable=protected-access
       duplicates += 1
       if duplicates > max_duplicates:
         raise UserError('the sampler keeps proposing architectures that were already '
                         'evaluated; the search space may be exhausted')
       continue
-    trial.set_user_attr('worker', WORKER)
     bar.set_postfix_str('')
     return trial, arch
 
@@ -209,11 +211,14 @@ def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial):
   study.enqueue_trial(trial.params, user_attrs={'retry_of': trial.number}, skip_if_exists=False)
 
 
-def requeue_dead_local_trials(study: optuna.Study):
-  """Trials left RUNNING by a killed process of this host are retried at once, without
-  waiting for their heartbeat to go stale."""
+def requeue_dead_trials(study: optuna.Study, grace_seconds: float):
+  """Retries the trials left RUNNING by dead workers that heartbeats cannot catch: a killed
+  process of this host (at once, without waiting for a heartbeat to go stale), and a worker
+  killed between asking for a trial and naming itself on it."""
+  too_old = datetime.datetime.now() - datetime.timedelta(seconds=grace_seconds)
   for trial in study.get_trials(deepcopy=False, states=(RUNNING,)):
-    if _dead_local_worker(trial.user_attrs.get('worker', '')):
+    worker = trial.user_attrs.get('worker')
+    if _dead_local_worker(worker or '') or (worker is None and trial.datetime_start < too_old):
       requeue(study, trial.number, trial.params)
 
 

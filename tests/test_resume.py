@@ -15,7 +15,7 @@ from jaxnas import search
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_trial_of_a_dead_local_worker_is_requeued_with_its_parameters(tmp_path):
+def test_trials_of_dead_workers_are_requeued_with_their_parameters(tmp_path):
   study = optuna.create_study(storage=f'sqlite:///{tmp_path}/s.db', study_name='s')
   dead = subprocess.Popen(['true'])
   dead.wait()
@@ -24,13 +24,14 @@ def test_trial_of_a_dead_local_worker_is_requeued_with_its_parameters(tmp_path):
   trial.set_user_attr('worker', f'{socket.gethostname()}:{dead.pid}')
   alive = study.ask()
   alive.set_user_attr('worker', search.WORKER)  # This process: still running, left alone.
-  search.requeue_dead_local_trials(study)
+  nameless = study.ask()  # Its worker was killed before it could name itself.
+  search.requeue_dead_trials(study, grace_seconds=0)
   states = {t.number: t.state for t in study.trials}
-  assert states[trial.number] == optuna.trial.TrialState.FAIL
+  assert states[trial.number] == states[nameless.number] == optuna.trial.TrialState.FAIL
   assert states[alive.number] == optuna.trial.TrialState.RUNNING
-  (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-  assert waiting.params == {} and waiting.system_attrs['fixed_params'] == trial.params
-  assert waiting.user_attrs['retry_of'] == trial.number
+  retried, _ = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+  assert retried.params == {} and retried.system_attrs['fixed_params'] == trial.params
+  assert retried.user_attrs['retry_of'] == trial.number
 
 
 def test_sigterm_stops_cleanly_and_a_rerun_retries_the_interrupted_trial(tmp_path):
@@ -57,3 +58,49 @@ def test_sigterm_stops_cleanly_and_a_rerun_retries_the_interrupted_trial(tmp_pat
   assert trials[0]['resumed_from_step']['float'] == 0
   assert not any((tmp_path / 'checkpoints').rglob('*.orbax-checkpoint*'))
   assert not list((tmp_path / 'checkpoints' / 'jaxnas').iterdir())  # Removed once complete.
+
+
+class Search:
+  """A launch.py search in a subprocess, killed with SIGKILL when `ready()` first holds."""
+
+  def __init__(self, workdir):
+    self.workdir = workdir
+    self.command = [sys.executable, os.path.join(ROOT, 'launch.py'), '--config=configs/test.py',
+                    '--workflow=compress', '--n_trials=2', f'--workdir={workdir}',
+                    f'--config.compilation_cache_dir={ROOT}/.pytest_cache/xla']
+
+  def kill_when(self, ready):
+    with subprocess.Popen(self.command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE) as process:
+      os.set_blocking(process.stderr.fileno(), False)
+      stderr, deadline = b'', time.time() + 400
+      while not ready(stderr.decode(errors='replace')):
+        assert time.time() < deadline and process.poll() is None, stderr[-2000:]
+        stderr += process.stderr.read() or b''
+        time.sleep(0.2)
+      process.kill()
+
+  def n_complete(self):
+    results = self.workdir / 'results.json'
+    return json.loads(results.read_text())['n_complete'] if results.exists() else 0
+
+  def float_checkpoint_steps(self):
+    return [int(p.name) for p in (self.workdir / 'checkpoints').glob('jaxnas/*/float/*')
+            if p.name.isdigit()]
+
+
+def test_kill_9_at_several_points_loses_no_finished_work(tmp_path):
+  search = Search(tmp_path)
+  search.kill_when(lambda _: search.float_checkpoint_steps())  # Mid-training.
+  saved_steps = search.float_checkpoint_steps()
+  search.kill_when(lambda stderr: 'eval int8' in stderr)  # Compressing the resumed trial.
+  search.kill_when(lambda _: search.n_complete() == 1)  # Between trials.
+  subprocess.run(search.command, cwd=ROOT, check=True, capture_output=True, timeout=600)
+  trials = json.loads((tmp_path / 'results.json').read_text())['trials']
+  complete = [t for t in trials if t['state'] == 'COMPLETE']
+  assert len(complete) == 2
+  assert len({json.dumps(t['params'], sort_keys=True) for t in complete}) == 2
+  first = complete[0]  # Trial 0, killed in training, then its retry in compression.
+  assert (first['number'], first['retry_of'], trials[1]['retry_of']) == (2, 1, 0)
+  assert trials[0]['params'] == trials[1]['params'] == first['params']
+  assert first['resumed_from_step']['float'] >= max(saved_steps) > 0
