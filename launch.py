@@ -3,6 +3,7 @@
   python launch.py --workflow=retrain
   python launch.py --workflow=samplers --n_trials=30 --config=configs/lab2.py
   python launch.py --workflow=compare --config.train.batch_size=8
+  python launch.py --workflow=report --workdir=workdir
 """
 
 import os
@@ -11,7 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxnas import runner
+from jaxnas import distributed, runner
 from jaxnas.errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,7 +29,13 @@ _STORAGE = flags.DEFINE_string('storage', '',
                                'Optuna storage URL (default: sqlite in the workdir).')
 _STUDY_NAME = flags.DEFINE_string('study_name', 'jaxnas', 'Optuna study name.')
 _SEED = flags.DEFINE_integer('seed', None, 'Sampler, init and dropout seed (default: config).')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', '', 'Model directory for --workflow=evaluate.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', '',
+                                  'Model directory for --workflow=evaluate and engines.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', '', 'Multi-process runs: host:port of process 0 (on a multi-host '
+    'TPU VM slice the processes find each other without these three flags).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Multi-process runs: process count.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'Multi-process runs: this process, from 0.')
 
 
 def main(argv):
@@ -46,6 +53,7 @@ def main(argv):
   stop_signals = runner.StopSignals()
   stop_signals.install()
   try:
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     runner.run(spec, config, stop_signals.requested)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)

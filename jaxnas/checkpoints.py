@@ -16,6 +16,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from jaxnas import distributed
 from jaxnas.errors import UserError
 from jaxnas.models import Architecture
 
@@ -25,19 +26,23 @@ TOKENIZER_FILE = 'tokenizer.json'
 
 def save_model(directory: str, *, arch: Architecture, model_settings: dict, float_params,
                tokenizer, int8=None, metrics=None):
+  """Called by every process of a multi-process run (Orbax writes arrays collectively)."""
   directory = os.path.abspath(directory)
-  tmp = f'{directory}.tmp{os.getpid()}'
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
+  tmp = f'{directory}.tmp'
+  if distributed.is_leader():
+    shutil.rmtree(tmp, ignore_errors=True)
+  distributed.barrier('save_model:start')
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(os.path.join(tmp, 'float'), float_params)
     if int8 is not None:
       checkpointer.save(os.path.join(tmp, 'int8'), int8)
-  with open(os.path.join(tmp, MODEL_FILE), 'w') as f:
-    json.dump({'architecture': arch.to_dict(), 'model': model_settings,
-               'metrics': metrics or {}}, f, indent=2)
-  tokenizer.save(os.path.join(tmp, TOKENIZER_FILE))
-  _replace_dir(tmp, directory)
+  distributed.barrier('save_model:saved')
+  if distributed.is_leader():
+    with open(os.path.join(tmp, MODEL_FILE), 'w') as f:
+      json.dump({'architecture': arch.to_dict(), 'model': model_settings,
+                 'metrics': metrics or {}}, f, indent=2)
+    tokenizer.save(os.path.join(tmp, TOKENIZER_FILE))
+    _replace_dir(tmp, directory)
 
 
 def export_model(model_dir: str, export_dir: str):

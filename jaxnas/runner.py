@@ -8,13 +8,13 @@ import threading
 
 import jax
 
-from jaxnas import checkpoints, plots, search, search_space, workflows
+from jaxnas import checkpoints, distributed, plots, report, search, search_space, workflows
 from jaxnas.errors import UserError
 from jaxnas.models import BertClassifier
 
 # One baseline study per sampler; one study per workflow (baseline, compress, retrain).
 COMPOSITE = ('samplers', 'compare')
-ALL_WORKFLOWS = workflows.WORKFLOWS + COMPOSITE + ('evaluate',)
+ALL_WORKFLOWS = workflows.WORKFLOWS + COMPOSITE + ('evaluate', 'engines', 'report')
 CONFIG_FILE = 'config.json'
 
 
@@ -56,16 +56,24 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
     raise UserError(f'unknown workflow {spec.workflow!r}; use one of {", ".join(ALL_WORKFLOWS)}')
   if spec.workflow == 'evaluate':
     return evaluate_saved_model(spec.checkpoint, config)
+  if spec.workflow == 'engines':
+    return compare_engines_on_saved_model(spec.checkpoint, config)
+  if spec.workflow == 'report':  # Reads the workdir; never writes to it but the report.
+    path = report.write_report(spec.workdir)
+    print(f'report: {path}')
+    return {'report': path}
   if spec.n_trials < 1:
     raise UserError(f'--n_trials must be at least 1, got {spec.n_trials}')
   # Reject an unknown sampler or a bad search space before any work.
   search.make_sampler(spec.sampler, config.seed, search_space.validate_space(config.search.space))
   os.makedirs(spec.workdir, exist_ok=True)
-  check_workdir_config(spec.workdir, config)
+  leader = distributed.is_leader()  # Process 0 alone reads and writes results and the study.
+  if leader:
+    check_workdir_config(spec.workdir, config)
   if config.compilation_cache_dir:
     jax.config.update('jax_compilation_cache_dir',
                       os.path.expanduser(config.compilation_cache_dir))
-  exp = workflows.prepare_experiment(config, stop_requested=stop_requested)
+  exp = workflows.prepare_experiment(config, show_progress=leader, stop_requested=stop_requested)
   storage = spec.storage or search.default_storage(spec.workdir)
   if spec.workflow == 'samplers':
     runs = {sampler: ('baseline', sampler) for sampler in search.SAMPLERS}
@@ -76,7 +84,7 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
 
   results = {'workflow': spec.workflow, 'storage': storage, 'runs': {}}
   results_path = os.path.join(spec.workdir, 'results.json')
-  previous = read_results(results_path, spec.workflow)
+  previous = read_results(results_path, spec.workflow) if leader else {}
   writes_final = False
   for name, (workflow, sampler) in runs.items():
     study_name = f'{spec.study_name}-{name}' if spec.workflow in COMPOSITE else spec.study_name
@@ -87,16 +95,24 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
 
     study = search.run_study(exp, workflow, sampler, spec.n_trials, storage, study_name,
                              spec.workdir, on_trial_done=save)
-    results['runs'][name] = search.study_results(study, workflow, sampler, spec.workdir)
-    writes_final = search.writes_final_results(study)
-  if not writes_final:
-    print('the study is complete; the worker that finished its last trial writes the final '
-          'results and figures (in its own --workdir)')
+    if leader:
+      results['runs'][name] = search.study_results(study, workflow, sampler, spec.workdir)
+      writes_final = search.writes_final_results(study)
+  if not distributed.broadcast_json(writes_final):
+    if leader:
+      print('the study is complete; the worker that finished its last trial writes the final '
+            'results and figures (in its own --workdir)')
     return results
   for name, (workflow, _) in runs.items():
     if workflow == 'baseline' and spec.workflow != 'samplers':
-      results['runs'][name]['post_compression'] = compress_best(
-          exp, results['runs'][name], previous.get(name, {}).get('post_compression'))
+      best, done = distributed.broadcast_json(
+          (results['runs'][name]['best'], previous.get(name, {}).get('post_compression'))
+          if leader else None)
+      post_compression = compress_best(exp, best, done)  # Trains: every process takes part.
+      if leader:
+        results['runs'][name]['post_compression'] = post_compression
+  if not leader:
+    return results
   write_results(results_path, spec.workflow, results)
   draw_figures(spec, results)
   table = comparison_table(results)
@@ -124,10 +140,9 @@ def write_results(path: str, workflow: str, results: dict):
   search.write_json(path, results)
 
 
-def compress_best(exp: workflows.Experiment, run_results: dict, previous: dict | None) -> dict:
-  """Standard NAS + post compression: the best float model, compressed with and without
-  post-compression training (`previous` is reused when it is of the same trial)."""
-  best = run_results['best']
+def compress_best(exp: workflows.Experiment, best: dict, previous: dict | None) -> dict:
+  """Standard NAS + post compression: the `best` trial's float model, compressed with and
+  without post-compression training (`previous` is reused when it is of the same trial)."""
   if previous and previous['trial'] == best['number']:
     return previous
   saved = checkpoints.load_model(best['model_dir'])
@@ -198,20 +213,37 @@ def check_workdir_config(workdir: str, config):
     search.write_json(path, current)
 
 
-def evaluate_saved_model(checkpoint: str, config) -> dict:
-  """Reloads an exported model and scores its float and int8 forms on the test split."""
+def _load_for_evaluation(checkpoint: str, config):
   if not checkpoint:
-    raise UserError('--workflow=evaluate needs --checkpoint=PATH (a model directory)')
+    raise UserError('this workflow needs --checkpoint=PATH (a model directory, e.g. '
+                    'workdir/best_model/jaxnas)')
   saved = checkpoints.load_model(checkpoint)
   exp = workflows.prepare_experiment(config, tokenizer_path=saved['tokenizer_path'])
   model = BertClassifier(saved['architecture'], **saved['model'])
-  result = {'float_accuracy': exp.trainer.evaluate(
-      model.apply, {'params': saved['float_params']}, exp.test_split)['accuracy']}
+  accuracy = exp.trainer.evaluate(model.apply, {'params': saved['float_params']},
+                                  exp.test_split)['accuracy']
+  return saved, exp, workflows.TrainedModel(model, saved['float_params'], accuracy)
+
+
+def evaluate_saved_model(checkpoint: str, config) -> dict:
+  """Reloads an exported model and scores its float and int8 forms on the test split."""
+  saved, exp, trained = _load_for_evaluation(checkpoint, config)
+  result = {'float_accuracy': trained.accuracy}
   if saved['int8'] is not None:
-    compressed_model = model.clone(activation_sparsity=config.compression.activation_sparsity)
+    compressed_model = trained.model.clone(
+        activation_sparsity=config.compression.activation_sparsity)
     result['compressed_accuracy'] = exp.trainer.evaluate(
         exp.engine.serving_apply(compressed_model), saved['int8'], exp.test_split)['accuracy']
   result['reported'] = {k: saved['metrics'].get(k)
                         for k in ('float_accuracy', 'compressed_accuracy')}
+  print(json.dumps(result, indent=2))
+  return result
+
+
+def compare_engines_on_saved_model(checkpoint: str, config) -> dict:
+  """Compresses one saved float model with every quantization engine (same masks), and
+  scores each served int8 model before and after that engine's post-compression training."""
+  _, exp, trained = _load_for_evaluation(checkpoint, config)
+  result = workflows.compare_engines(exp, trained, retrain=True)
   print(json.dumps(result, indent=2))
   return result

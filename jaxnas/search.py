@@ -18,10 +18,11 @@ import time
 import warnings
 from typing import Callable
 
+import jax
 import optuna
 from tqdm import tqdm
 
-from jaxnas import checkpoints, search_space, workflows
+from jaxnas import checkpoints, distributed, search_space, workflows
 from jaxnas.errors import UserError
 
 SAMPLERS = ('grid', 'random', 'tpe')
@@ -99,42 +100,49 @@ class Heartbeat:
 
 def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_trials: int,
               storage: str, study_name: str, workdir: str,
-              on_trial_done: Callable[[optuna.Study], None]) -> optuna.Study:
+              on_trial_done: Callable[[optuna.Study], None]) -> optuna.Study | None:
   """Runs trials until `n_trials` are complete in total, alone or with other workers.
 
   A rerun continues the study. Workers sharing a storage never start more trials than are
   missing, never evaluate the same parameters twice, and take over dead workers' trials.
+  In a multi-process run, process 0 runs this loop and the other processes follow it; they
+  return None.
   """
   space = search_space.validate_space(exp.config.search.space)
   if sampler_name == 'grid' and n_trials > search_space.grid_size(space):
     raise UserError(f'the grid has {search_space.grid_size(space)} points; '
                     f'--n_trials={n_trials} is more')
+  suggest = functools.partial(search_space.suggest_architecture, space=space,
+                              with_identity_choices=sampler_name != 'grid')
+  if not distributed.is_leader():
+    return follow_study(exp, workflow, suggest, workdir, study_name)
   heartbeat_seconds = exp.config.search.heartbeat_seconds
   study = open_study(storage, study_name, make_sampler(sampler_name, exp.config.seed, space),
                      heartbeat_seconds, exp.config.search.grace_seconds)
   with tqdm(total=n_trials, initial=min(len(completed(study)), n_trials), unit='trial',
             desc=f'{workflow}/{sampler_name}') as bar:
-    suggest = functools.partial(search_space.suggest_architecture, space=space,
-                                with_identity_choices=sampler_name != 'grid')
-    while (asked := next_trial(study, n_trials, suggest, exp.trainer.stop_requested, bar,
-                                     exp.config.search.grace_seconds)):
+    while True:
+      try:
+        asked = next_trial(study, n_trials, suggest, exp.stop_requested, bar,
+                           exp.config.search.grace_seconds)
+      except KeyboardInterrupt:
+        distributed.broadcast_json('stop')
+        raise
+      distributed.broadcast_json(
+          None if asked is None else {'number': asked[0].number, 'params': asked[0].params})
+      if asked is None:
+        return study
       trial, arch = asked
-      checkpoint_dir = trial_checkpoint_dir(workdir, study_name, trial.params)
       try:
         with Heartbeat(study, trial, heartbeat_seconds):
-          value, record, trained, compressed = workflows.run_trial(exp, arch, workflow,
-                                                                   checkpoint_dir)
+          value, record = train_and_save(exp, arch, workflow, workdir, study_name,
+                                         trial.number, trial.params)
       except (KeyboardInterrupt, SystemExit):
         requeue(study, trial.number, trial.params)  # Interrupted, not failed: run it again.
         raise
       except Exception:
         study.tell(trial, state=FAIL)
         raise
-      record['architecture'] = arch.to_dict()
-      record['model_dir'] = model_dir(workdir, study_name, trial.number)
-      checkpoints.save_model(record['model_dir'], arch=arch,
-                             model_settings=exp.model_settings(), float_params=trained.params,
-                             tokenizer=exp.tokenizer, int8=compressed.int8, metrics=record)
       for key, item in record.items():
         trial.set_user_attr(key, item)
       try:
@@ -143,17 +151,44 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
         bar.write(f'trial {trial.number} finished after another worker took it for dead; '
                   'its retry counts instead (raise --config.search.grace_seconds)')
         continue
-      shutil.rmtree(checkpoint_dir, ignore_errors=True)
+      shutil.rmtree(trial_checkpoint_dir(workdir, study_name, trial.params), ignore_errors=True)
       bar.update(1)
       bar.write(summary_line(trial.number, value, record))
       if best_trial(study).number == trial.number:
         checkpoints.export_model(record['model_dir'], best_model_dir(workdir, study_name))
       on_trial_done(study)
-  return study
+
+
+def follow_study(exp: workflows.Experiment, workflow: str, suggest, workdir: str,
+                 study_name: str) -> None:
+  """Processes other than 0: run each trial that process 0 broadcasts with it, until it
+  broadcasts the end of the study (None) or an interrupt ('stop')."""
+  while (message := distributed.broadcast_json(None)) is not None:
+    if message == 'stop':
+      raise KeyboardInterrupt
+    arch = suggest(optuna.trial.FixedTrial(message['params']))
+    train_and_save(exp, arch, workflow, workdir, study_name, message['number'],
+                   message['params'])
+
+
+def train_and_save(exp: workflows.Experiment, arch, workflow: str, workdir: str,
+                   study_name: str, number: int, params: dict) -> tuple[float, dict]:
+  """Runs a trial (resuming from its checkpoints) and saves its model: (objective, record)."""
+  value, record, trained, compressed = workflows.run_trial(
+      exp, arch, workflow, trial_checkpoint_dir(workdir, study_name, params))
+  distributed.assert_same(value, f'the objective of trial {number}')
+  record['architecture'] = arch.to_dict()
+  record['model_dir'] = model_dir(workdir, study_name, number)
+  record['num_processes'] = jax.process_count()
+  checkpoints.save_model(record['model_dir'], arch=arch, model_settings=exp.model_settings(),
+                         float_params=trained.params, tokenizer=exp.tokenizer,
+                         int8=compressed.int8, metrics=record)
+  return value, record
 
 
 def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
-               grace_seconds: float, max_duplicates: int = 100) -> tuple[optuna.Trial, object] | None:
+               grace_seconds: float,
+               max_duplicates: int = 100) -> tuple[optuna.Trial, object] | None:
   """(trial, architecture) this worker runs next, or None once `n_trials` trials are complete.
 
   Waits while the trials other workers are running would complete the study. Several workers

@@ -96,8 +96,10 @@ def eval_step(apply_fn: Callable, variables: Any, batch: dict) -> dict:
 
 
 def create_train_state(model, params, config, num_steps: int, rng: jax.Array,
-                       masks: Optional[dict] = None) -> TrainState:
-  """A fresh optimizer over masked `params`, built in one jitted program.
+                       masks: Optional[dict] = None,
+                       sharding: Optional[NamedSharding] = None) -> TrainState:
+  """A fresh optimizer over masked `params`, built in one jitted program (its output placed
+  with `sharding`, e.g. replicated over a mesh that spans several processes).
 
   Eager optimizer init would compile a small program per parameter shape, which costs more
   than the training of a small trial on a CPU. The state's buffers are new, so donating them
@@ -105,7 +107,7 @@ def create_train_state(model, params, config, num_steps: int, rng: jax.Array,
   """
   tx = make_optimizer(config, num_steps)
 
-  @jax.jit
+  @functools.partial(jax.jit, out_shardings=sharding)
   def create(params, masks, rng):
     return TrainState.create(apply_fn=model.apply, params=apply_masks(params, masks), tx=tx,
                              masks=masks, dropout_rng=rng)
@@ -142,7 +144,10 @@ class Trainer:
     return len(input_pipeline.epoch_plan(split, self.batch_size, self.buckets, self.seed, 0))
 
   def put_batch(self, batch):
-    return jax.device_put(batch, self.data_sharding)
+    """The batch sharded over the data axis; each process transfers only the rows its own
+    devices hold (every process computes the same batch plan)."""
+    return jax.tree.map(lambda x: jax.make_array_from_callback(
+        x.shape, self.data_sharding, lambda index: x[index]), batch)
 
   def fit(self, state: TrainState, split, num_epochs: int, description: str = 'train',
           checkpoints=None):
@@ -155,9 +160,9 @@ class Trainer:
     """
     steps_per_epoch = self.steps_per_epoch(split)
     total = steps_per_epoch * num_epochs
+    state = jax.device_put(state, self.replicated)
     if checkpoints is not None:
       state = checkpoints.restore_latest(state)
-    state = jax.device_put(state, self.replicated)
     start = int(state.step)
     losses, epoch_losses, plan = [], [], None
     try:

@@ -9,11 +9,13 @@
 import dataclasses
 import os
 import time
+from typing import Callable
 
 import jax
 import numpy as np
 
-from jaxnas import checkpoints, data, input_pipeline, pruning, quantization, tokenizer, train
+from jaxnas import (checkpoints, data, distributed, input_pipeline, pruning, quantization,
+                    tokenizer, train)
 from jaxnas.models import Architecture, BertClassifier, count_params
 
 WORKFLOWS = ('baseline', 'compress', 'retrain')
@@ -29,6 +31,8 @@ class Experiment:
   trainer: train.Trainer
   num_classes: int
   engine: object  # The quantization engine (see quantization.py).
+  # This process's own stop request; `trainer.stop_requested` is the one all processes agree on.
+  stop_requested: Callable[[], bool] = lambda: False
 
   def model_settings(self) -> dict:
     return {'vocab_size': self.tokenizer.get_vocab_size(),
@@ -54,10 +58,11 @@ def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = T
   buckets = input_pipeline.bucket_lengths(config.tokenizer.max_length, config.data.num_buckets)
   trainer = train.Trainer(config.train.batch_size, config.train.eval_batch_size, buckets,
                           seed=config.seed, show_progress=show_progress,
-                          stop_requested=stop_requested)
+                          stop_requested=distributed.agreed(stop_requested))
   num_classes = int(max(data.labels_of(splits.train).max(), data.labels_of(splits.test).max())) + 1
   return Experiment(config, tok, encode(splits.train), encode(splits.test), trainer,
-                    num_classes, quantization.get_engine(config.compression.quant_engine))
+                    num_classes, quantization.get_engine(config.compression.quant_engine),
+                    stop_requested)
 
 
 @dataclasses.dataclass
@@ -81,7 +86,8 @@ def train_float(exp: Experiment, arch: Architecture,
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   params = train.init_params(model, init_rng, config.tokenizer.max_length)
   num_steps = exp.trainer.steps_per_epoch(exp.train_split) * config.train.epochs
-  state = train.create_train_state(model, params, config.train, num_steps, dropout_rng)
+  state = train.create_train_state(model, params, config.train, num_steps, dropout_rng,
+                                   sharding=exp.trainer.replicated)
   start = time.perf_counter()
   state, losses, start_step = exp.trainer.fit(
       state, exp.train_split, config.train.epochs, 'train',
@@ -128,7 +134,8 @@ def post_compression_training(exp: Experiment, compressed: CompressedModel,
   train_config.learning_rate = cfg.retrain_learning_rate
   dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
   state = train.create_train_state(qat_model, compressed.params, train_config, num_steps,
-                                   dropout_rng, masks=compressed.masks)
+                                   dropout_rng, masks=compressed.masks,
+                                   sharding=exp.trainer.replicated)
   state, _, start_step = exp.trainer.fit(state, exp.train_split, cfg.retrain_epochs,
                                          'retrain (QAT)',
                                          _phase_checkpoints(exp, checkpoint_dir, 'retrain'))
