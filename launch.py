@@ -20,8 +20,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 _CONFIG = config_flags.DEFINE_config_file(
     'config', os.path.join(HERE, 'configs', 'default.py'), 'Config file (get_config()).')
 _WORKFLOW = flags.DEFINE_enum('workflow', 'retrain', runner.ALL_WORKFLOWS, 'What to run.')
-_SAMPLER = flags.DEFINE_enum('sampler', None, ('grid', 'random', 'tpe'),
+_SAMPLER = flags.DEFINE_enum('sampler', None, ('grid', 'random', 'tpe', 'nsga2'),
                              'Optuna sampler (default: config.search.sampler).')
+_OBJECTIVES = flags.DEFINE_string(
+    'objectives', None, 'accuracy, or accuracy,size / accuracy,latency for a multi-objective '
+    'search (default: config.search.objectives).')
+_MAX_MODEL_BYTES = flags.DEFINE_integer(
+    'max_model_bytes', None, 'Only int8 models of at most this many bytes count as feasible '
+    '(default: config.search.max_model_bytes; 0 = no limit).')
 _N_TRIALS = flags.DEFINE_integer('n_trials', None,
                                  'Complete trials per study (default: config.search.n_trials).')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdir', 'Results, models, figures, study.db.')
@@ -45,6 +51,10 @@ def main(argv):
   config = _CONFIG.value
   if _SEED.value is not None:
     config.seed = _SEED.value
+  if _OBJECTIVES.value is not None:
+    config.search.objectives = _OBJECTIVES.value
+  if _MAX_MODEL_BYTES.value is not None:
+    config.search.max_model_bytes = _MAX_MODEL_BYTES.value
   spec = runner.RunSpec(
       workflow=_WORKFLOW.value, sampler=_SAMPLER.value or config.search.sampler,
       n_trials=config.search.n_trials if _N_TRIALS.value is None else _N_TRIALS.value,

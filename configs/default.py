@@ -59,7 +59,14 @@ def get_config():
 
   config.search = ml_collections.ConfigDict()
   config.search.n_trials = 4
-  config.search.sampler = 'tpe'
+  config.search.sampler = 'tpe'  # grid | random | tpe | nsga2
+  # 'accuracy', or multi-objective 'accuracy,size' / 'accuracy,latency' (see objectives.py).
+  config.search.objectives = 'accuracy'
+  config.search.max_model_bytes = 0  # A limit on the int8 model's bytes; 0 = none.
+  # Early stopping of single-objective trials: 'none' | 'median' | 'hyperband', fed with the
+  # eval accuracy every `report_every_steps` training steps (0 = never).
+  config.search.pruner = 'none'
+  config.search.report_every_steps = 0
   # Workers sharing a study: a running trial without a heartbeat for `grace_seconds` belonged
   # to a dead worker and is run again by another one.
   config.search.heartbeat_seconds = 10

@@ -8,12 +8,14 @@ import threading
 
 import jax
 
-from jaxnas import checkpoints, distributed, plots, report, search, search_space, workflows
+from jaxnas import (checkpoints, distributed, objectives, plots, report, search, search_space,
+                    workflows)
 from jaxnas.errors import UserError
 from jaxnas.models import BertClassifier
 
 # One baseline study per sampler; one study per workflow (baseline, compress, retrain).
 COMPOSITE = ('samplers', 'compare')
+LAB_SAMPLERS = ('grid', 'random', 'tpe')  # Task 1 of the lab.
 ALL_WORKFLOWS = workflows.WORKFLOWS + COMPOSITE + ('evaluate', 'engines', 'report')
 CONFIG_FILE = 'config.json'
 
@@ -66,6 +68,8 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
     raise UserError(f'--n_trials must be at least 1, got {spec.n_trials}')
   # Reject an unknown sampler or a bad search space before any work.
   search.make_sampler(spec.sampler, config.seed, search_space.validate_space(config.search.space))
+  search.make_pruner(config.search.pruner)
+  goals = objectives.Objectives.parse(config.search.objectives, config.search.max_model_bytes)
   os.makedirs(spec.workdir, exist_ok=True)
   leader = distributed.is_leader()  # Process 0 alone reads and writes results and the study.
   if leader:
@@ -76,7 +80,7 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
   exp = workflows.prepare_experiment(config, show_progress=leader, stop_requested=stop_requested)
   storage = spec.storage or search.default_storage(spec.workdir)
   if spec.workflow == 'samplers':
-    runs = {sampler: ('baseline', sampler) for sampler in search.SAMPLERS}
+    runs = {sampler: ('baseline', sampler) for sampler in LAB_SAMPLERS}
   elif spec.workflow == 'compare':
     runs = {workflow: (workflow, spec.sampler) for workflow in workflows.WORKFLOWS}
   else:
@@ -90,13 +94,13 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
     study_name = f'{spec.study_name}-{name}' if spec.workflow in COMPOSITE else spec.study_name
 
     def save(study, name=name, workflow=workflow, sampler=sampler):
-      results['runs'][name] = search.study_results(study, workflow, sampler, spec.workdir)
+      results['runs'][name] = search.study_results(study, workflow, sampler, spec.workdir, goals)
       write_results(results_path, spec.workflow, results)
 
     study = search.run_study(exp, workflow, sampler, spec.n_trials, storage, study_name,
                              spec.workdir, on_trial_done=save)
     if leader:
-      results['runs'][name] = search.study_results(study, workflow, sampler, spec.workdir)
+      results['runs'][name] = search.study_results(study, workflow, sampler, spec.workdir, goals)
       writes_final = search.writes_final_results(study)
   if not distributed.broadcast_json(writes_final):
     if leader:
@@ -104,10 +108,12 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
             'results and figures (in its own --workdir)')
     return results
   for name, (workflow, _) in runs.items():
-    if workflow == 'baseline' and spec.workflow != 'samplers':
-      best, done = distributed.broadcast_json(
-          (results['runs'][name]['best'], previous.get(name, {}).get('post_compression'))
-          if leader else None)
+    if workflow != 'baseline' or spec.workflow == 'samplers':
+      continue
+    best, done = distributed.broadcast_json(
+        (results['runs'][name]['best'], previous.get(name, {}).get('post_compression'))
+        if leader else None)
+    if best is not None:
       post_compression = compress_best(exp, best, done)  # Trains: every process takes part.
       if leader:
         results['runs'][name]['post_compression'] = post_compression
@@ -170,6 +176,14 @@ def draw_figures(spec: RunSpec, results: dict):
   path = os.path.join(spec.workdir, name)
   plots.plot_best_so_far(curves, path, title, ylabel)
   print(f'figure: {path}')
+  for name, run in results['runs'].items():
+    if 'pareto_front' in run:
+      points = [dict(accuracy=t['value'], model_bytes=t['model_bytes'], number=t['number'])
+                for t in run['trials'] if t['state'] == 'COMPLETE']
+      path = os.path.join(spec.workdir, 'pareto_front.png' if len(results['runs']) == 1
+                          else f'pareto_front_{name}.png')
+      plots.plot_pareto(points, path, max_model_bytes=run['max_model_bytes'])
+      print(f'figure: {path}')
 
 
 def comparison_table(results: dict) -> str:
@@ -179,6 +193,9 @@ def comparison_table(results: dict) -> str:
            '|---|---|---|---|---|---|---|---|---|']
   for name, run_results in results['runs'].items():
     best = run_results['best']
+    if best is None:
+      lines.append(f'| {name} | no feasible completed trial |')
+      continue
     arch = best['architecture']
     lines.append(
         f'| {name} | {best["number"]} | {best["value"]:.4f} | {arch["num_layers"]}/'

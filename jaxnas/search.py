@@ -22,14 +22,15 @@ import jax
 import optuna
 from tqdm import tqdm
 
-from jaxnas import checkpoints, distributed, search_space, workflows
+from jaxnas import checkpoints, distributed, objectives, search_space, workflows
 from jaxnas.errors import UserError
 
-SAMPLERS = ('grid', 'random', 'tpe')
+SAMPLERS = ('grid', 'random', 'tpe', 'nsga2')
 COMPLETE = optuna.trial.TrialState.COMPLETE
 RUNNING = optuna.trial.TrialState.RUNNING
 FAIL = optuna.trial.TrialState.FAIL
 WAITING = optuna.trial.TrialState.WAITING
+PRUNED = optuna.trial.TrialState.PRUNED
 # What telling an already finished trial raises (the storage's error when it is a race).
 FINISHED_ERRORS = (ValueError, optuna.exceptions.UpdateFinishedTrialError)
 POLL_SECONDS = 5  # How often a worker with nothing to run checks the study again.
@@ -37,21 +38,36 @@ WORKER = f'{socket.gethostname()}:{os.getpid()}'
 
 
 def make_sampler(name: str, seed: int, space: dict) -> optuna.samplers.BaseSampler:
+  """Grid and random sampling ignore constraints (`Trial.set_constraint`); TPE and NSGA-II
+  steer towards them."""
   if name == 'grid':
     return optuna.samplers.GridSampler(search_space.grid_search_space(space), seed=seed)
   if name == 'random':
     return optuna.samplers.RandomSampler(seed=seed)
   if name == 'tpe':
     return optuna.samplers.TPESampler(seed=seed)
+  if name == 'nsga2':
+    return optuna.samplers.NSGAIISampler(seed=seed)
   raise UserError(f'unknown sampler {name!r}; use one of {", ".join(SAMPLERS)}')
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+  """Stops hopeless trials from the eval accuracy they report while training."""
+  if name == 'none':
+    return optuna.pruners.NopPruner()
+  if name == 'median':
+    return optuna.pruners.MedianPruner(n_startup_trials=2)
+  if name == 'hyperband':
+    return optuna.pruners.HyperbandPruner()
+  raise UserError(f'unknown pruner {name!r}; use one of none, median, hyperband')
 
 
 def default_storage(workdir: str) -> str:
   return f'sqlite:///{os.path.abspath(os.path.join(workdir, "study.db"))}'
 
 
-def open_study(storage: str, study_name: str, sampler, heartbeat_seconds: int = 10,
-               grace_seconds: int = 60) -> optuna.Study:
+def open_study(storage: str, study_name: str, sampler, directions=('maximize',), pruner=None,
+               heartbeat_seconds: int = 10, grace_seconds: int = 60) -> optuna.Study:
   """Creates the study or loads it to continue; a bad or unreachable URL is a UserError.
 
   Running trials record a heartbeat every `heartbeat_seconds`; one whose heartbeat is older
@@ -65,15 +81,25 @@ def open_study(storage: str, study_name: str, sampler, heartbeat_seconds: int = 
     rdb = optuna.storages.RDBStorage(
         storage, engine_kwargs={'pool_pre_ping': True}, heartbeat_interval=heartbeat_seconds,
         grace_period=grace_seconds, heartbeat_stale_trial_callback=_retry)
-    return optuna.create_study(storage=rdb, study_name=study_name, sampler=sampler,
-                               direction='maximize', load_if_exists=True)
+    study = optuna.create_study(storage=rdb, study_name=study_name, sampler=sampler,
+                                pruner=pruner, directions=list(directions),
+                                load_if_exists=True)
   except Exception as e:  # SQLAlchemy raises many types for bad URLs and dead servers.
     message = str(e).splitlines()[0] if str(e) else type(e).__name__
     raise UserError(f'cannot open study {study_name!r} in storage {storage!r}: {message}') from e
+  if [d.name.lower() for d in study.directions] != list(directions):
+    raise UserError(f'study {study_name!r} optimizes {len(study.directions)} objective(s), not '
+                    f'{len(directions)}; use another --study_name or the same --objectives')
+  return study
 
 
 def completed(study: optuna.Study) -> list:
   return study.get_trials(deepcopy=False, states=(COMPLETE,))
+
+
+def finished(study: optuna.Study) -> list:
+  """Trials that count towards --n_trials: complete, or pruned while training."""
+  return study.get_trials(deepcopy=False, states=(COMPLETE, PRUNED))
 
 
 class Heartbeat:
@@ -116,15 +142,19 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
                               with_identity_choices=sampler_name != 'grid')
   if not distributed.is_leader():
     return follow_study(exp, workflow, suggest, workdir, study_name)
-  heartbeat_seconds = exp.config.search.heartbeat_seconds
-  study = open_study(storage, study_name, make_sampler(sampler_name, exp.config.seed, space),
-                     heartbeat_seconds, exp.config.search.grace_seconds)
-  with tqdm(total=n_trials, initial=min(len(completed(study)), n_trials), unit='trial',
+  cfg = exp.config.search
+  goals = objectives.Objectives.parse(cfg.objectives, cfg.max_model_bytes)
+  # Optuna prunes single-objective studies only.
+  pruner = None if goals.multi else make_pruner(cfg.pruner)
+  study = open_study(storage, study_name, None, goals.directions, pruner,
+                     cfg.heartbeat_seconds, cfg.grace_seconds)
+  # Seeded by the trials so far: a rerun does not replay the random draws of the first run.
+  study.sampler = make_sampler(sampler_name, exp.config.seed + len(study.trials), space)
+  with tqdm(total=n_trials, initial=min(len(finished(study)), n_trials), unit='trial',
             desc=f'{workflow}/{sampler_name}') as bar:
     while True:
       try:
-        asked = next_trial(study, n_trials, suggest, exp.stop_requested, bar,
-                           exp.config.search.grace_seconds)
+        asked = next_trial(study, n_trials, suggest, exp.stop_requested, bar, cfg.grace_seconds)
       except KeyboardInterrupt:
         distributed.broadcast_json('stop')
         raise
@@ -133,10 +163,19 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
       if asked is None:
         return study
       trial, arch = asked
+      trial.set_user_attr('architecture', arch.to_dict())
       try:
-        with Heartbeat(study, trial, heartbeat_seconds):
+        with Heartbeat(study, trial, cfg.heartbeat_seconds):
           value, record = train_and_save(exp, arch, workflow, workdir, study_name,
-                                         trial.number, trial.params)
+                                         trial.number, trial.params, reporter(trial))
+      except optuna.TrialPruned as pruned:
+        trial.set_user_attr('pruned', str(pruned))
+        study.tell(trial, state=PRUNED)
+        shutil.rmtree(trial_checkpoint_dir(workdir, study_name, trial.params), ignore_errors=True)
+        bar.update(1)
+        bar.write(f'trial {trial.number}: pruned ({pruned})')
+        on_trial_done(study)
+        continue
       except (KeyboardInterrupt, SystemExit):
         requeue(study, trial.number, trial.params)  # Interrupted, not failed: run it again.
         raise
@@ -145,8 +184,10 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
         raise
       for key, item in record.items():
         trial.set_user_attr(key, item)
+      if goals.max_model_bytes:
+        trial.set_constraint('max_model_bytes', goals.constraints(record))
       try:
-        study.tell(trial, value)
+        study.tell(trial, goals.values(value, record))
       except FINISHED_ERRORS:
         bar.write(f'trial {trial.number} finished after another worker took it for dead; '
                   'its retry counts instead (raise --config.search.grace_seconds)')
@@ -154,7 +195,8 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
       shutil.rmtree(trial_checkpoint_dir(workdir, study_name, trial.params), ignore_errors=True)
       bar.update(1)
       bar.write(summary_line(trial.number, value, record))
-      if best_trial(study).number == trial.number:
+      best = best_trial(study, goals)
+      if best is not None and best.number == trial.number:
         checkpoints.export_model(record['model_dir'], best_model_dir(workdir, study_name))
       on_trial_done(study)
 
@@ -167,15 +209,32 @@ def follow_study(exp: workflows.Experiment, workflow: str, suggest, workdir: str
     if message == 'stop':
       raise KeyboardInterrupt
     arch = suggest(optuna.trial.FixedTrial(message['params']))
-    train_and_save(exp, arch, workflow, workdir, study_name, message['number'],
-                   message['params'])
+    try:
+      train_and_save(exp, arch, workflow, workdir, study_name, message['number'],
+                     message['params'], reporter(None))
+    except optuna.TrialPruned:
+      continue
+
+
+def reporter(trial: optuna.Trial | None):
+  """`report(step, accuracy)` for training: process 0 reports to the trial and asks its
+  pruner; every process raises TrialPruned when it says so (`trial` is None off process 0)."""
+  def report(step: int, accuracy: float):
+    prune = None
+    if trial is not None:
+      trial.report(accuracy, step)
+      prune = trial.should_prune()
+    if distributed.broadcast_json(prune):
+      raise optuna.TrialPruned(f'eval accuracy {accuracy:.4f} at step {step}')
+  return report
 
 
 def train_and_save(exp: workflows.Experiment, arch, workflow: str, workdir: str,
-                   study_name: str, number: int, params: dict) -> tuple[float, dict]:
+                   study_name: str, number: int, params: dict,
+                   report=None) -> tuple[float, dict]:
   """Runs a trial (resuming from its checkpoints) and saves its model: (objective, record)."""
   value, record, trained, compressed = workflows.run_trial(
-      exp, arch, workflow, trial_checkpoint_dir(workdir, study_name, params))
+      exp, arch, workflow, trial_checkpoint_dir(workdir, study_name, params), report)
   distributed.assert_same(value, f'the objective of trial {number}')
   record['architecture'] = arch.to_dict()
   record['model_dir'] = model_dir(workdir, study_name, number)
@@ -189,7 +248,7 @@ def train_and_save(exp: workflows.Experiment, arch, workflow: str, workdir: str,
 def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
                grace_seconds: float,
                max_duplicates: int = 100) -> tuple[optuna.Trial, object] | None:
-  """(trial, architecture) this worker runs next, or None once `n_trials` trials are complete.
+  """(trial, architecture) this worker runs next, or None once `n_trials` trials are finished.
 
   Waits while the trials other workers are running would complete the study. Several workers
   may ask at the same moment: a trial asked beyond the missing count, or with the parameters
@@ -202,15 +261,15 @@ def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
     optuna.storages.fail_stale_trials(study)
     requeue_dead_trials(study, grace_seconds)
     counts = collections.Counter(t.state for t in study.get_trials(deepcopy=False))
-    if counts[COMPLETE] >= n_trials:
+    if counts[COMPLETE] + counts[PRUNED] >= n_trials:
       return None
-    if counts[COMPLETE] + counts[RUNNING] >= n_trials and not counts[WAITING]:
+    if counts[COMPLETE] + counts[PRUNED] + counts[RUNNING] >= n_trials and not counts[WAITING]:
       bar.set_postfix_str(f'waiting for {counts[RUNNING]} running trial(s)')
       time.sleep(POLL_SECONDS)
       continue
     trial = study.ask()
     trial.set_user_attr('worker', WORKER)  # First, so a kill from here on is detected.
-    earlier = [t for t in study.get_trials(deepcopy=False, states=(COMPLETE, RUNNING))
+    earlier = [t for t in study.get_trials(deepcopy=False, states=(COMPLETE, PRUNED, RUNNING))
                if t.number < trial.number]
     if len(earlier) >= n_trials:
       trial.set_user_attr('skipped', 'surplus')
@@ -296,44 +355,57 @@ def summary_line(number: int, value: float, record: dict) -> str:
 
 
 def trial_records(study: optuna.Study) -> list[dict]:
-  return [{'number': t.number, 'state': t.state.name, 'params': t.params, 'value': t.value,
-           **t.user_attrs} for t in study.get_trials(deepcopy=False)]
+  return [{'number': t.number, 'state': t.state.name, 'params': t.params,
+           'value': t.values[0] if t.values else None, 'values': t.values, **t.user_attrs}
+          for t in study.get_trials(deepcopy=False)]
 
 
-def best_so_far(study: optuna.Study) -> list[float]:
-  """Best objective after each completed trial, in trial-number order."""
+def best_so_far(study: optuna.Study, goals: objectives.Objectives) -> list[float]:
+  """Best accuracy after each completed trial (pruned ones are not), in trial-number order;
+  with a size limit, of feasible trials only (NaN until there is one)."""
   best, curve = -math.inf, []
   for t in sorted(completed(study), key=lambda t: t.number):
-    best = max(best, t.value)
-    curve.append(best)
+    if goals.feasible(t):
+      best = max(best, t.values[0])
+    curve.append(best if best > -math.inf else math.nan)
   return curve
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-  """The completed trial with the highest objective (the earliest one among ties)."""
-  return max(sorted(completed(study), key=lambda t: t.number), key=lambda t: t.value,
-             default=None)
+def best_trial(study: optuna.Study,
+               goals: objectives.Objectives) -> optuna.trial.FrozenTrial | None:
+  """The feasible completed trial with the highest accuracy (the earliest among ties)."""
+  feasible = [t for t in sorted(completed(study), key=lambda t: t.number) if goals.feasible(t)]
+  return max(feasible, key=lambda t: t.values[0], default=None)
 
 
 def writes_final_results(study: optuna.Study) -> bool:
   """Whether this process writes the study's final results and figures: the worker that
-  completed its last trial does, or any later run on the same host once that one has exited."""
-  last = max(completed(study), key=lambda t: t.datetime_complete, default=None)
+  finished its last trial does, or any later run on the same host once that one has exited."""
+  last = max(finished(study), key=lambda t: t.datetime_complete, default=None)
   if last is None:
     return False
   worker = last.user_attrs.get('worker', '')
   return worker == WORKER or _dead_local_worker(worker)
 
 
-def study_results(study: optuna.Study, workflow: str, sampler: str, workdir: str) -> dict:
-  done = completed(study)
-  best = best_trial(study)
-  return {'workflow': workflow, 'sampler': sampler, 'study_name': study.study_name,
-          'n_complete': len(done), 'best_so_far': best_so_far(study),
-          'best_model_dir': best_model_dir(workdir, study.study_name),
-          'best': None if best is None else {'number': best.number, 'value': best.value,
-                                              'params': best.params, **best.user_attrs},
-          'trials': trial_records(study)}
+def study_results(study: optuna.Study, workflow: str, sampler: str, workdir: str,
+                  goals: objectives.Objectives) -> dict:
+  best = best_trial(study, goals)
+  results = {
+      'workflow': workflow, 'sampler': sampler, 'study_name': study.study_name,
+      'objectives': list(goals.names), 'max_model_bytes': goals.max_model_bytes or None,
+      'n_complete': len(completed(study)),
+      'n_pruned': len(study.get_trials(deepcopy=False, states=(PRUNED,))),
+      'best_so_far': best_so_far(study, goals),
+      'best_model_dir': best_model_dir(workdir, study.study_name),
+      'best': None if best is None else {'number': best.number, 'value': best.values[0],
+                                          'values': best.values, 'params': best.params,
+                                          **best.user_attrs},
+      'trials': trial_records(study)}
+  if goals.multi:
+    results['pareto_front'] = [{'number': t.number, 'values': t.values}
+                               for t in goals.pareto_front(completed(study))]
+  return results
 
 
 def write_json(path: str, payload: dict):

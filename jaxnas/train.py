@@ -150,11 +150,12 @@ class Trainer:
         x.shape, self.data_sharding, lambda index: x[index]), batch)
 
   def fit(self, state: TrainState, split, num_epochs: int, description: str = 'train',
-          checkpoints=None):
+          checkpoints=None, after_step: Optional[Callable[[TrainState], None]] = None):
     """Trains `state` to the end of `num_epochs`, resuming from `checkpoints` if they hold any.
 
     With `checkpoints` (a `checkpoints.TrainingCheckpoints`), the state is saved periodically,
     at the end, and before raising KeyboardInterrupt when `stop_requested()` turns true.
+    `after_step(state)` runs after every step (and may raise to stop training).
     Returns the final state, the mean loss of each epoch finished here, and the step it
     started from (0 unless resumed).
     """
@@ -182,6 +183,8 @@ class Trainer:
             checkpoints.save(state, force=stop)
           if stop:
             raise KeyboardInterrupt
+          if after_step is not None:
+            after_step(state)
           if index == steps_per_epoch - 1:
             epoch_losses.append(float(np.mean(jax.device_get(losses))))
             bar.set_postfix(loss=f'{epoch_losses[-1]:.4f}')
@@ -193,11 +196,15 @@ class Trainer:
         checkpoints.close()  # Waits for pending writes, on success and on the way out alike.
     return state, epoch_losses, start
 
-  def evaluate(self, apply_fn, variables, split, description: str = 'eval') -> dict:
-    """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`."""
+  def eval_fn(self, apply_fn):
+    """The jitted `eval_step` of `apply_fn`, compiled once per batch shape."""
     if apply_fn not in self._eval_steps:
       self._eval_steps[apply_fn] = jax.jit(functools.partial(eval_step, apply_fn))
-    eval_fn = self._eval_steps[apply_fn]
+    return self._eval_steps[apply_fn]
+
+  def evaluate(self, apply_fn, variables, split, description: str = 'eval') -> dict:
+    """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`."""
+    eval_fn = self.eval_fn(apply_fn)
     variables = jax.device_put(variables, self.replicated)
     plan = input_pipeline.epoch_plan(split, self.eval_batch_size, self.buckets, self.seed, 0,
                                      shuffle=False)

@@ -9,7 +9,7 @@
 import dataclasses
 import os
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import numpy as np
@@ -79,8 +79,10 @@ def _phase_checkpoints(exp: Experiment, checkpoint_dir: str, phase: str):
                                          exp.config.train.checkpoint_every_steps)
 
 
-def train_float(exp: Experiment, arch: Architecture,
-                checkpoint_dir: str = '') -> tuple[TrainedModel, dict]:
+def train_float(exp: Experiment, arch: Architecture, checkpoint_dir: str = '',
+                report: Optional[Callable[[int, float], None]] = None) -> tuple[TrainedModel, dict]:
+  """Trains a new model; every `config.search.report_every_steps` steps, `report(step, eval
+  accuracy)` is called (a pruner behind it may stop the trial by raising)."""
   config = exp.config
   model = exp.build_model(arch)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
@@ -88,10 +90,17 @@ def train_float(exp: Experiment, arch: Architecture,
   num_steps = exp.trainer.steps_per_epoch(exp.train_split) * config.train.epochs
   state = train.create_train_state(model, params, config.train, num_steps, dropout_rng,
                                    sharding=exp.trainer.replicated)
+  every = config.search.report_every_steps
+
+  def after_step(state):
+    if report is not None and every and int(state.step) % every == 0:
+      report(int(state.step), exp.trainer.evaluate(
+          model.apply, {'params': state.params}, exp.test_split, 'eval (pruner)')['accuracy'])
+
   start = time.perf_counter()
   state, losses, start_step = exp.trainer.fit(
       state, exp.train_split, config.train.epochs, 'train',
-      _phase_checkpoints(exp, checkpoint_dir, 'float'))
+      _phase_checkpoints(exp, checkpoint_dir, 'float'), after_step)
   jax.block_until_ready(state.params)
   train_seconds = time.perf_counter() - start
   accuracy = exp.trainer.evaluate(model.apply, {'params': state.params}, exp.test_split,
@@ -151,19 +160,38 @@ def _quantize_and_score(exp, model, params, masks, description) -> CompressedMod
   return CompressedModel(model, params, masks, int8, accuracy)
 
 
+def measure_latency(exp: Experiment, compressed: CompressedModel, repeats: int = 5) -> float:
+  """Milliseconds per example of the served int8 model on this device: the median over
+  `repeats` runs of one full eval batch (after a warm-up run that compiles it)."""
+  plan = input_pipeline.epoch_plan(exp.test_split, exp.trainer.eval_batch_size,
+                                   exp.trainer.buckets, exp.config.seed, 0, shuffle=False)
+  batch = exp.trainer.put_batch(input_pipeline.make_batch(
+      exp.test_split, plan[0], exp.trainer.eval_batch_size, exp.trainer.buckets))
+  eval_fn = exp.trainer.eval_fn(exp.engine.serving_apply(compressed.model))
+  stored = jax.device_put(compressed.int8, exp.trainer.replicated)
+  seconds = []
+  for _ in range(repeats + 1):
+    start = time.perf_counter()
+    jax.block_until_ready(eval_fn(stored, batch))
+    seconds.append(time.perf_counter() - start)
+  return 1000 * float(np.median(seconds[1:])) / exp.trainer.eval_batch_size
+
+
 def compression_record(compressed: CompressedModel) -> dict:
   return {'compressed_accuracy': compressed.accuracy,
           'sparsity': pruning.measured_sparsity(compressed.params)['overall'],
           'model_bytes': quantization.tree_bytes(compressed.int8)}
 
 
-def run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_dir: str = ''):
+def run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_dir: str = '',
+              report: Optional[Callable[[int, float], None]] = None):
   """Runs one trial; returns (objective value, record of measurements, final models).
 
   With `checkpoint_dir`, each training phase checkpoints there and resumes from it. Pruning
   and conversion are deterministic functions of the trained weights, so they are recomputed.
+  `report` receives the eval accuracy during float training (see `train_float`).
   """
-  trained, record = train_float(exp, arch, checkpoint_dir)
+  trained, record = train_float(exp, arch, checkpoint_dir, report)
   compressed = compress(exp, trained)
   record.update(compression_record(compressed))
   if workflow == 'retrain':
@@ -171,6 +199,7 @@ def run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_dir
     compressed, record['resumed_from_step']['retrain'] = post_compression_training(
         exp, compressed, checkpoint_dir)
     record.update(compression_record(compressed))
+  record['latency_ms_per_example'] = measure_latency(exp, compressed)
   objective = trained.accuracy if workflow == 'baseline' else compressed.accuracy
   return objective, record, trained, compressed
 
