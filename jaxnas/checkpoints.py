@@ -65,6 +65,7 @@ def _replace_dir(tmp: str, directory: str):
 
 def load_model(directory: str) -> dict:
   """{'architecture', 'model', 'metrics', 'float_params', 'int8' (or None), 'tokenizer_path'}."""
+  directory = os.path.abspath(directory)  # Orbax takes absolute paths only.
   model_file = os.path.join(directory, MODEL_FILE)
   if not os.path.isfile(model_file):
     raise UserError(f'no saved model at {directory} (missing {MODEL_FILE})')

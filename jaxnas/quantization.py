@@ -43,14 +43,31 @@ def fake_quantize_rows(table):
   return table + jax.lax.stop_gradient(qvalue.astype(table.dtype) * scale - table)
 
 
-class AqtInt8:
+class _Engine:
+  """Keeps one conversion and one serving function per model: the same function objects let
+  jit reuse their compiled programs. Engines define `_make_convert` and `_make_serving_apply`."""
+
+  def __init__(self):
+    self._convert_fns, self._serving_fns = {}, {}
+
+  def convert(self, model, params) -> dict:
+    if model not in self._convert_fns:
+      self._convert_fns[model] = self._make_convert(model)
+    return jax.device_get(self._convert_fns[model](params))
+
+  def serving_apply(self, model):
+    if model not in self._serving_fns:
+      self._serving_fns[model] = self._make_serving_apply(model)
+    return self._serving_fns[model]
+
+
+class AqtInt8(_Engine):
   """int8 weights and activations with AQT's dynamic (AbsMax) quantization."""
 
   def __init__(self):
+    super().__init__()
     self._config = aqt_config.fully_quantized(fwd_bits=8, bwd_bits=None,
                                               use_stochastic_rounding=False)
-    # Per model: the same function object lets jit reuse its compiled program.
-    self._convert_fns, self._serving_fns = {}, {}
 
   def _dot_general_cls(self, weight_mode: QuantMode):
     return functools.partial(
@@ -63,11 +80,6 @@ class AqtInt8:
   def training_model(self, model):
     return model.clone(dot_general_cls=self._dot_general_cls(QuantMode.TRAIN),
                        embedding_quantizer=fake_quantize_rows)
-
-  def convert(self, model, params) -> dict:
-    if model not in self._convert_fns:
-      self._convert_fns[model] = self._make_convert(model)
-    return jax.device_get(self._convert_fns[model](params))
 
   def _make_convert(self, model):
     convert_model = model.clone(dot_general_cls=self._dot_general_cls(QuantMode.CONVERT))
@@ -89,11 +101,6 @@ class AqtInt8:
       return stored
 
     return convert
-
-  def serving_apply(self, model):
-    if model not in self._serving_fns:
-      self._serving_fns[model] = self._make_serving_apply(model)
-    return self._serving_fns[model]
 
   def _make_serving_apply(self, model):
     serve_model = model.clone(dot_general_cls=self._dot_general_cls(QuantMode.SERVE),
@@ -118,7 +125,7 @@ class AqtInt8:
     return apply
 
 
-class QwixInt8:
+class QwixInt8(_Engine):
   """The same int8 scheme with Qwix: quantized training (QT) for QAT, PTQ for serving.
 
   The rule matches `dot_general` only, i.e. every Dense; the attention einsums stay float as
@@ -127,13 +134,14 @@ class QwixInt8:
   """
 
   def __init__(self):
+    super().__init__()
     rule = dict(module_path='.*', op_names=('dot_general',), weight_qtype=jnp.int8,
                 act_qtype=jnp.int8)
     self._qt_rules = [qwix.QtRule(**rule)]
     self._ptq_rules = [qwix.QuantizationRule(**rule)]
-    # Per model: quantize_model makes a new class each call, so reusing its result (and the
-    # jitted functions) lets jit reuse compiled programs.
-    self._training_models, self._ptq_models, self._convert_fns, self._serving_fns = {}, {}, {}, {}
+    # Per model: quantize_model makes a new class each call, so reusing its result lets jit
+    # reuse compiled programs.
+    self._training_models, self._ptq_models = {}, {}
 
   def training_model(self, model):
     if model not in self._training_models:
@@ -149,11 +157,6 @@ class QwixInt8:
       abstract = jax.eval_shape(ptq_model.init, jax.random.key(0), jnp.ones((1, 1), jnp.int32))
       self._ptq_models[model] = ptq_model, abstract['params']
     return self._ptq_models[model]
-
-  def convert(self, model, params) -> dict:
-    if model not in self._convert_fns:
-      self._convert_fns[model] = self._make_convert(model)
-    return jax.device_get(self._convert_fns[model](params))
 
   def _make_convert(self, model):
     _, abstract = self._ptq_model(model)
@@ -174,11 +177,6 @@ class QwixInt8:
       return stored
 
     return convert
-
-  def serving_apply(self, model):
-    if model not in self._serving_fns:
-      self._serving_fns[model] = self._make_serving_apply(model)
-    return self._serving_fns[model]
 
   def _make_serving_apply(self, model):
     ptq_model, abstract = self._ptq_model(model)

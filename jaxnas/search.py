@@ -20,6 +20,7 @@ from typing import Callable
 
 import jax
 import optuna
+import sqlalchemy
 from tqdm import tqdm
 
 from jaxnas import checkpoints, distributed, objectives, search_space, workflows
@@ -78,9 +79,7 @@ def open_study(storage: str, study_name: str, sampler, directions=('maximize',),
   # Heartbeats are recorded by `Heartbeat` below, not by Study.optimize.
   warnings.filterwarnings('ignore', message='Heartbeat of storage is supposed to be used')
   try:
-    rdb = optuna.storages.RDBStorage(
-        storage, engine_kwargs={'pool_pre_ping': True}, heartbeat_interval=heartbeat_seconds,
-        grace_period=grace_seconds, heartbeat_stale_trial_callback=_retry)
+    rdb = _rdb_storage(storage, heartbeat_seconds, grace_seconds)
     study = optuna.create_study(storage=rdb, study_name=study_name, sampler=sampler,
                                 pruner=pruner, directions=list(directions),
                                 load_if_exists=True)
@@ -91,6 +90,21 @@ def open_study(storage: str, study_name: str, sampler, directions=('maximize',),
     raise UserError(f'study {study_name!r} optimizes {len(study.directions)} objective(s), not '
                     f'{len(directions)}; use another --study_name or the same --objectives')
   return study
+
+
+def _rdb_storage(url: str, heartbeat_seconds: int, grace_seconds: int,
+                 attempts: int = 5) -> optuna.storages.RDBStorage:
+  """Workers started together on a new database race to create Optuna's tables; PostgreSQL
+  then fails all but one of them with a unique violation. The others try again."""
+  for attempt in range(attempts):
+    try:
+      return optuna.storages.RDBStorage(
+          url, engine_kwargs={'pool_pre_ping': True}, heartbeat_interval=heartbeat_seconds,
+          grace_period=grace_seconds, heartbeat_stale_trial_callback=_retry)
+    except sqlalchemy.exc.IntegrityError:
+      if attempt == attempts - 1:
+        raise
+      time.sleep(1 + attempt)
 
 
 def completed(study: optuna.Study) -> list:
@@ -127,7 +141,8 @@ class Heartbeat:
 def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_trials: int,
               storage: str, study_name: str, workdir: str,
               on_trial_done: Callable[[optuna.Study], None]) -> optuna.Study | None:
-  """Runs trials until `n_trials` are complete in total, alone or with other workers.
+  """Runs trials until `n_trials` are finished (complete or pruned) in total, alone or with
+  other workers.
 
   A rerun continues the study. Workers sharing a storage never start more trials than are
   missing, never evaluate the same parameters twice, and take over dead workers' trials.
@@ -170,33 +185,31 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
                                          trial.number, trial.params, reporter(trial))
       except optuna.TrialPruned as pruned:
         trial.set_user_attr('pruned', str(pruned))
-        study.tell(trial, state=PRUNED)
-        shutil.rmtree(trial_checkpoint_dir(workdir, study_name, trial.params), ignore_errors=True)
-        bar.update(1)
-        bar.write(f'trial {trial.number}: pruned ({pruned})')
-        on_trial_done(study)
-        continue
+        state, values, line = PRUNED, None, f'trial {trial.number}: pruned ({pruned})'
       except (KeyboardInterrupt, SystemExit):
         requeue(study, trial.number, trial.params)  # Interrupted, not failed: run it again.
         raise
       except Exception:
         study.tell(trial, state=FAIL)
         raise
-      for key, item in record.items():
-        trial.set_user_attr(key, item)
-      if goals.max_model_bytes:
-        trial.set_constraint('max_model_bytes', goals.constraints(record))
+      else:
+        for key, item in record.items():
+          trial.set_user_attr(key, item)
+        if goals.max_model_bytes:
+          trial.set_constraint('max_model_bytes', goals.constraints(record))
+        state, values = COMPLETE, goals.values(value, record)
+        line = summary_line(trial.number, value, record)
       try:
-        study.tell(trial, goals.values(value, record))
+        study.tell(trial, values, state=state)
       except FINISHED_ERRORS:
         bar.write(f'trial {trial.number} finished after another worker took it for dead; '
                   'its retry counts instead (raise --config.search.grace_seconds)')
         continue
       shutil.rmtree(trial_checkpoint_dir(workdir, study_name, trial.params), ignore_errors=True)
       bar.update(1)
-      bar.write(summary_line(trial.number, value, record))
+      bar.write(line)
       best = best_trial(study, goals)
-      if best is not None and best.number == trial.number:
+      if best is not None and best.number == trial.number:  # Complete and feasible.
         checkpoints.export_model(record['model_dir'], best_model_dir(workdir, study_name))
       on_trial_done(study)
 

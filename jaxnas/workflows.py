@@ -183,14 +183,49 @@ def compression_record(compressed: CompressedModel) -> dict:
           'model_bytes': quantization.tree_bytes(compressed.int8)}
 
 
+class CompileClock:
+  """Seconds spent tracing, lowering and compiling programs (or loading them from the
+  persistent compilation cache) while the context is open, from JAX's monitoring events."""
+
+  EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
+            '/jax/core/compile/jaxpr_to_mlir_module_duration',
+            '/jax/core/compile/backend_compile_duration')
+
+  def __enter__(self):
+    self.seconds = 0.0
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+    return self
+
+  def _listen(self, event: str, duration: float, **kwargs):
+    del kwargs
+    if event in self.EVENTS:
+      self.seconds += duration
+
+  def __exit__(self, *exc_info):
+    jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
 def run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_dir: str = '',
               report: Optional[Callable[[int, float], None]] = None):
   """Runs one trial; returns (objective value, record of measurements, final models).
 
   With `checkpoint_dir`, each training phase checkpoints there and resumes from it. Pruning
   and conversion are deterministic functions of the trained weights, so they are recomputed.
-  `report` receives the eval accuracy during float training (see `train_float`).
+  `report` receives the eval accuracy during float training (see `train_float`). The record
+  holds `trial_seconds` (wall time) and `compile_seconds` (the part of it spent compiling)
+  next to `train_seconds` (float training, its compilation included).
   """
+  start = time.perf_counter()
+  with CompileClock() as compile_clock:
+    objective, record, trained, compressed = _run_trial(exp, arch, workflow, checkpoint_dir,
+                                                        report)
+  record['compile_seconds'] = compile_clock.seconds
+  record['trial_seconds'] = time.perf_counter() - start
+  return objective, record, trained, compressed
+
+
+def _run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_dir: str = '',
+               report: Optional[Callable[[int, float], None]] = None):
   trained, record = train_float(exp, arch, checkpoint_dir, report)
   compressed = compress(exp, trained)
   record.update(compression_record(compressed))

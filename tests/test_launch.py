@@ -58,8 +58,9 @@ def test_baseline_search_records_trials_and_resumes_to_the_total(tmp_path, test_
     shapes = jax.eval_shape(model.init, jax.random.key(0), jax.numpy.ones((1, 8), 'int32'))
     assert t['n_params'] == count_params(shapes['params'])
     for key in ('value', 'train_seconds', 'float_accuracy', 'compressed_accuracy', 'sparsity',
-                'model_bytes', 'float_model_bytes'):
+                'model_bytes', 'float_model_bytes', 'latency_ms_per_example'):
       assert t[key] is not None
+    assert 0 < t['compile_seconds'] < t['trial_seconds']
     assert t['value'] == t['float_accuracy']
     assert t['model_bytes'] < t['float_model_bytes'] / 3
   post = results['post_compression']
@@ -67,8 +68,12 @@ def test_baseline_search_records_trials_and_resumes_to_the_total(tmp_path, test_
   assert 0 <= post['compressed_accuracy'] <= 1 and 0 <= post['retrained_compressed_accuracy'] <= 1
   assert (tmp_path / 'best_so_far.png').stat().st_size > 0
   best = results['best']
+  assert results['best_model_dir'] == str(tmp_path / 'best_model' / 'test')
+  assert json.loads((tmp_path / 'best_model' / 'test' / 'model.json').read_text())['metrics'][
+      'float_accuracy'] == best['float_accuracy']
   evaluated = runner.run(runner.RunSpec('evaluate', 'tpe', 1, str(tmp_path), '', 'test',
-                                        checkpoint=best['model_dir']), test_config)
+                                        checkpoint=os.path.relpath(results['best_model_dir'])),
+                         test_config)
   assert evaluated['float_accuracy'] == pytest.approx(best['float_accuracy'], abs=1e-6)
   assert evaluated['compressed_accuracy'] == pytest.approx(best['compressed_accuracy'], abs=1e-6)
 

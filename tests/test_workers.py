@@ -1,5 +1,6 @@
 """Several workers on one study: a real PostgreSQL server, heartbeats of running trials."""
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -7,6 +8,7 @@ import sys
 import time
 
 import optuna
+import psycopg
 
 from jaxnas import search
 
@@ -52,3 +54,13 @@ def test_two_workers_share_one_postgres_study(tmp_path, postgres_url):
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['n_complete'] == 3 and results['best']['number'] in {t.number for t in complete}
   assert (tmp_path / 'best_model' / 'two-workers' / 'model.json').exists()
+
+
+def test_workers_starting_together_on_a_new_database(postgres_url):
+  server, _ = postgres_url.rsplit('/', 1)
+  with psycopg.connect(f'{server}/jaxnas', autocommit=True) as connection:
+    connection.execute('CREATE DATABASE race')
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    studies = list(pool.map(lambda _: search.open_study(f'{server}/race', 'race', None),
+                            range(4)))
+  assert len({study._study_id for study in studies}) == 1  # pylint: disable=protected-access
