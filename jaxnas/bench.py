@@ -13,9 +13,10 @@ Prints one JSON line per case. Cases:
   * `epoch`: one epoch of the embedded IMDb training split (`--epoch_train_size` reviews) at
     max_length 512, batch 8: jaxnas's `Trainer.fit` with its length buckets against HF Trainer
     with dynamic padding (`DataCollatorWithPadding`), as the original lab ran it.
-  * `compile`: a whole `retrain` trial of configs/default.py with an empty persistent
-    compilation cache, then again in the same process with in-memory caches cleared, so the
-    second trial can only reuse what the persistent cache holds.
+  * `compile`: a whole `retrain` trial of configs/default.py in a fresh process with an
+    empty persistent compilation cache, then in a second fresh process with that cache (a
+    rerun or resumed search); each reports compile seconds and cache hits (`trial` is one
+    such run, with `--cache_dir`).
 
 Both sides tokenize with the same jaxnas tokenizer. PyTorch is a benchmark-only dependency
 (requirements-bench.txt).
@@ -48,9 +49,11 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list('cases', ['small', 'large', 'epoch', 'compile'], 'Cases to run, in order.')
 flags.DEFINE_enum('against', 'none', ['none', 'torch'], 'Reference to run side by side.')
 flags.DEFINE_integer('rounds', 5, 'Alternating JAX/torch timing rounds per fixed-shape case.')
-flags.DEFINE_integer('steps', 6, 'Train steps (and eval batches) timed per round.')
+flags.DEFINE_integer('steps', 0, 'Train steps (and eval batches) timed per round; 0: the '
+                     "case's own (about 50 examples).")
 flags.DEFINE_integer('epoch_train_size', 2000, 'Reviews in the epoch case (embedded IMDb).')
 flags.DEFINE_integer('threads', 2, 'torch intra-op threads (XLA uses every core).')
+flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'jaxnas computation dtype.')
 flags.DEFINE_string('cache_dir', '', 'Persistent compilation cache of the `trial` case.')
 
 
@@ -59,11 +62,12 @@ class Shape:
   arch: Architecture
   batch: int
   length: int
+  steps: int  # Timed per round.
 
 
 SHAPES = {
-    'small': Shape(Architecture(2, 2, 128, 512), batch=8, length=512),
-    'large': Shape(Architecture(4, 4, 256, 1024), batch=32, length=256),
+    'small': Shape(Architecture(2, 2, 128, 512), batch=8, length=512, steps=6),
+    'large': Shape(Architecture(4, 4, 256, 1024), batch=32, length=256, steps=2),
 }
 DROPOUT = 0.1
 LEARNING_RATE = 5e-5
@@ -85,16 +89,20 @@ def data_config(train_size: int):
 
 
 class CompileMeter:
-  """Sums JAX's compile-time events (trace, lowering, XLA) and counts persistent cache hits."""
+  """Sums JAX's compile-time events and counts persistent cache hits.
 
+  `seconds` is tracing + lowering + XLA; `xla_seconds` is the XLA part alone, the part a
+  persistent cache hit replaces by a read.
+  """
+
+  XLA_EVENT = '/jax/core/compile/backend_compile_duration'
   EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
-            '/jax/core/compile/jaxpr_to_mlir_module_duration',
-            '/jax/core/compile/backend_compile_duration')
+            '/jax/core/compile/jaxpr_to_mlir_module_duration', XLA_EVENT)
 
   _instance = None
 
   def __init__(self):
-    self.seconds, self.counts = 0.0, collections.Counter()
+    self.seconds, self.xla_seconds, self.counts = 0.0, 0.0, collections.Counter()
     self.active = False
     jax.monitoring.register_event_duration_secs_listener(self._on_duration)
     jax.monitoring.register_event_listener(self._on_event)
@@ -110,6 +118,7 @@ class CompileMeter:
     del kwargs
     if self.active and event in self.EVENTS:
       self.seconds += duration
+      self.xla_seconds += duration if event == self.XLA_EVENT else 0.0
 
   def _on_event(self, event, **kwargs):
     del kwargs
@@ -118,7 +127,8 @@ class CompileMeter:
 
   @contextlib.contextmanager
   def measure(self):
-    self.seconds, self.counts, self.active = 0.0, collections.Counter(), True
+    self.seconds, self.xla_seconds, self.counts = 0.0, 0.0, collections.Counter()
+    self.active = True
     try:
       yield self
     finally:
@@ -156,7 +166,7 @@ def train_flops_per_example(arch: Architecture, length: int) -> float:
 
 def jax_model(arch: Architecture, vocab_size: int) -> models.BertClassifier:
   return models.BertClassifier(arch, vocab_size, max_length=512, dropout_rate=DROPOUT,
-                               attention_dropout_rate=DROPOUT)
+                               attention_dropout_rate=DROPOUT, dtype=FLAGS.dtype)
 
 
 def optimizer_config():
@@ -326,7 +336,7 @@ def fixed_shape_case(name: str, split, vocab_size: int, against: str, peak: floa
   shape = SHAPES[name]
   model = jax_model(shape.arch, vocab_size)
   params = train.init_params(model, jax.random.key(0), 512)
-  batches = fixed_batches(split, shape, FLAGS.steps)
+  batches = fixed_batches(split, shape, FLAGS.steps or shape.steps)
   sides = {'jax': JaxSide(model, params, batches)}
   if against == 'torch':
     sides['torch'] = TorchSide(shape.arch, vocab_size, params, batches)
@@ -342,13 +352,13 @@ def fixed_shape_case(name: str, split, vocab_size: int, against: str, peak: floa
           seconds = getattr(side, what)()
           if round_:
             times[f'{side_name}_{what}'].append(seconds)
-  examples = shape.batch * FLAGS.steps
+  examples = shape.batch * len(batches)
   rate = lambda key: examples / statistics.median(times[key])
   train_rate = rate('jax_train')
   flops = train_flops_per_example(shape.arch, shape.length)
   result = {
       'case': name, 'architecture': shape.arch.to_dict(), 'batch': shape.batch,
-      'seq_length': shape.length, 'dropout': DROPOUT,
+      'seq_length': shape.length, 'dropout': DROPOUT, 'dtype': FLAGS.dtype,
       'compile_seconds': _rounded(sides['jax'].compile_seconds),
       'train_examples_per_s': round(train_rate, 2),
       'train_real_tokens_per_s': round(train_rate * real_tokens(batches) / examples, 1),
@@ -394,6 +404,7 @@ def epoch_case(exp, against: str) -> dict:
       'max_length': config.tokenizer.max_length, 'train_examples': examples,
       'buckets': list(exp.trainer.buckets), 'steps': steps,
       'wall_seconds': round(seconds, 2), 'compile_seconds': round(meter.seconds, 2),
+      'xla_compile_seconds': round(meter.xla_seconds, 2),
       'train_examples_per_s': round(examples / seconds, 2),
       'train_real_tokens_per_s': round(tokens / seconds, 1),
       'train_examples_per_s_without_compile': round(examples / (seconds - meter.seconds), 2),
@@ -429,7 +440,8 @@ def hf_trainer_epoch(arch: Architecture, exp, params) -> float:
     trainer = transformers.Trainer(
         model=model, args=args, train_dataset=dataset,
         data_collator=transformers.DataCollatorWithPadding(tokenizer))
-    _, seconds = timed(trainer.train)
+    with contextlib.redirect_stdout(sys.stderr):  # Its log lines would break the JSON lines.
+      _, seconds = timed(trainer.train)
   return seconds
 
 
@@ -446,6 +458,7 @@ def trial_case(cache_dir: str) -> dict:
     _, seconds = timed(lambda: workflows.run_trial(exp, arch, 'retrain'))
   return {'case': 'trial', 'architecture': arch.to_dict(), 'trial_seconds': round(seconds, 2),
           'compile_seconds': round(meter.seconds, 2),
+          'xla_compile_seconds': round(meter.xla_seconds, 2),
           'compile_fraction': round(meter.seconds / seconds, 3),
           'persistent_cache': dict(meter.counts)}
 
@@ -461,10 +474,8 @@ def compile_case() -> dict:
       runs[name] = json.loads(out.strip().splitlines()[-1])
   cold, warm = runs['cold'], runs['warm']
   return {'case': 'compile', 'architecture': cold['architecture'],
-          'cold': {k: cold[k] for k in ('trial_seconds', 'compile_seconds', 'compile_fraction',
-                                         'persistent_cache')},
-          'warm': {k: warm[k] for k in ('trial_seconds', 'compile_seconds', 'compile_fraction',
-                                         'persistent_cache')}}
+          'cold': {k: v for k, v in cold.items() if k not in ('case', 'architecture')},
+          'warm': {k: v for k, v in warm.items() if k not in ('case', 'architecture')}}
 
 
 def _rounded(d: dict) -> dict:
