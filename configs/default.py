@@ -38,6 +38,7 @@ def get_config():
   config.model = ml_collections.ConfigDict()
   config.model.dropout_rate = 0.1
   config.model.attention_dropout_rate = 0.1
+  config.model.dtype = 'float32'  # 'bfloat16': bf16 compute, fp32 master weights (GPU/TPU).
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 32

@@ -38,7 +38,8 @@ class Experiment:
     return {'vocab_size': self.tokenizer.get_vocab_size(),
             'max_length': self.config.tokenizer.max_length, 'num_classes': self.num_classes,
             'dropout_rate': self.config.model.dropout_rate,
-            'attention_dropout_rate': self.config.model.attention_dropout_rate}
+            'attention_dropout_rate': self.config.model.attention_dropout_rate,
+            'dtype': self.config.model.dtype}
 
   def build_model(self, arch: Architecture) -> BertClassifier:
     return BertClassifier(arch, **self.model_settings())
