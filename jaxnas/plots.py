@@ -16,7 +16,11 @@ def plot_best_so_far(curves: dict, path: str, title: str, ylabel: str):
       ax.step(range(1, len(values) + 1), values, where='post', marker='o', markersize=4,
               label=label)
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-  ax.set_xlabel('completed trial')
+  _save(fig, ax, path, 'completed trial', ylabel, title)
+
+
+def _save(fig, ax, path: str, xlabel: str, ylabel: str, title: str):
+  ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
@@ -63,12 +67,5 @@ def plot_pareto(points, path: str, title: str = 'Accuracy vs int8 model size',
                   fontsize=8)
   if max_model_bytes is not None:
     ax.axvline(max_model_bytes / 1e6, color='gray', linestyle='--', label='size limit')
-  ax.set_xlabel('int8 model size (MB)')
-  ax.set_ylabel('accuracy (int8, served)')
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, ax, path, 'int8 model size (MB)', 'accuracy (int8, served)', title)
   return front
