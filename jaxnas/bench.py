@@ -88,53 +88,6 @@ def data_config(train_size: int):
 # ---------------------------------------------------------------- measurements
 
 
-class CompileMeter:
-  """Sums JAX's compile-time events and counts persistent cache hits.
-
-  `seconds` is tracing + lowering + XLA; `xla_seconds` is the XLA part alone, the part a
-  persistent cache hit replaces by a read.
-  """
-
-  XLA_EVENT = '/jax/core/compile/backend_compile_duration'
-  EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
-            '/jax/core/compile/jaxpr_to_mlir_module_duration', XLA_EVENT)
-
-  _instance = None
-
-  def __init__(self):
-    self.seconds, self.xla_seconds, self.counts = 0.0, 0.0, collections.Counter()
-    self.active = False
-    jax.monitoring.register_event_duration_secs_listener(self._on_duration)
-    jax.monitoring.register_event_listener(self._on_event)
-
-  @classmethod
-  def get(cls) -> 'CompileMeter':
-    """The process's meter (JAX listeners cannot be unregistered)."""
-    if cls._instance is None:
-      cls._instance = cls()
-    return cls._instance
-
-  def _on_duration(self, event, duration, **kwargs):
-    del kwargs
-    if self.active and event in self.EVENTS:
-      self.seconds += duration
-      self.xla_seconds += duration if event == self.XLA_EVENT else 0.0
-
-  def _on_event(self, event, **kwargs):
-    del kwargs
-    if self.active:
-      self.counts[event.rsplit('/', 1)[-1]] += 1
-
-  @contextlib.contextmanager
-  def measure(self):
-    self.seconds, self.xla_seconds, self.counts = 0.0, 0.0, collections.Counter()
-    self.active = True
-    try:
-      yield self
-    finally:
-      self.active = False
-
-
 def timed(fn):
   start = time.perf_counter()
   out = fn()
@@ -391,8 +344,7 @@ def epoch_case(exp, against: str) -> dict:
   params = train.init_params(model, jax.random.key(0), config.tokenizer.max_length)
   split = exp.train_split
   steps = exp.trainer.steps_per_epoch(split)
-  meter = CompileMeter.get()
-  with meter.measure():
+  with workflows.CompileClock() as meter:
     start = time.perf_counter()
     state = train.create_train_state(model, params, config.train, steps, jax.random.key(1))
     state, _, _ = exp.trainer.fit(state, split, 1)
@@ -450,17 +402,16 @@ def trial_case(cache_dir: str) -> dict:
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.compilation_cache_dir = cache_dir
-  jax.config.update('jax_compilation_cache_dir', cache_dir)
+  workflows.use_compilation_cache(cache_dir)
   exp = workflows.prepare_experiment(config, show_progress=False)
   arch = Architecture(2, 4, 128, 512)
-  meter = CompileMeter.get()
-  with meter.measure():
+  with workflows.CompileClock() as meter:
     _, seconds = timed(lambda: workflows.run_trial(exp, arch, 'retrain'))
   return {'case': 'trial', 'architecture': arch.to_dict(), 'trial_seconds': round(seconds, 2),
           'compile_seconds': round(meter.seconds, 2),
           'xla_compile_seconds': round(meter.xla_seconds, 2),
           'compile_fraction': round(meter.seconds / seconds, 3),
-          'persistent_cache': dict(meter.counts)}
+          'persistent_cache': dict(meter.cache_events)}
 
 
 def compile_case() -> dict:

@@ -6,7 +6,6 @@ import os
 import signal
 import threading
 
-import jax
 
 from jaxnas import (checkpoints, distributed, objectives, plots, report, search, search_space,
                     workflows)
@@ -75,10 +74,7 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
   if leader:
     check_workdir_config(spec.workdir, config)
   if config.compilation_cache_dir:
-    jax.config.update('jax_compilation_cache_dir',
-                      os.path.expanduser(config.compilation_cache_dir))
-    # Cache every program: a trial compiles dozens of small ones (JAX skips those under 1 s).
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+    workflows.use_compilation_cache(config.compilation_cache_dir)
   exp = workflows.prepare_experiment(config, show_progress=leader, stop_requested=stop_requested)
   storage = spec.storage or search.default_storage(spec.workdir)
   if spec.workflow == 'samplers':
