@@ -40,8 +40,16 @@ def _tokenizer():
   return tokenizer.train_wordpiece(['some words for a tiny vocabulary'] * 3, 40)
 
 
-def test_served_int8_logits_match_the_qat_model(model):
-  engine = quantization.AqtInt8()
+# Both engines: same interface, same int8 arithmetic. Qwix 0.1.8 checks for flax's deprecated
+# nnx.VariableState on every op.
+ENGINES = pytest.mark.parametrize('engine_name', sorted(quantization.ENGINES))
+QWIX_WARNING = pytest.mark.filterwarnings('ignore:.*VariableState:DeprecationWarning')
+
+
+@ENGINES
+@QWIX_WARNING
+def test_served_int8_logits_match_the_qat_model(model, engine_name):
+  engine = quantization.get_engine(engine_name)
   params = trained_params(model)
   ids = np.stack([np.pad(ids, (0, 16 - len(ids))) for ids in toy_split(8, 0, 16).token_ids])
   qat_logits = engine.training_model(model).apply({'params': params}, ids)
@@ -51,13 +59,16 @@ def test_served_int8_logits_match_the_qat_model(model):
   assert not np.allclose(float_logits, qat_logits, atol=1e-7)  # Quantization is really on.
 
 
-def test_served_model_computes_int8_matmuls(model):
-  engine = quantization.AqtInt8()
+@ENGINES
+@QWIX_WARNING
+def test_served_model_computes_int8_matmuls(model, engine_name):
+  engine = quantization.get_engine(engine_name)
   int8 = engine.convert(model, trained_params(model))
   hlo = jax.jit(engine.serving_apply(model)).lower(int8, np.ones((2, 16), np.int32)).as_text()
   int8_dots = [line for line in hlo.splitlines() if 'dot_general' in line and 'xi8>' in line]
   num_dense = len(int8['int8']) - 3  # Minus the three embedding tables.
   assert len(int8_dots) == num_dense == 5 + 6 + 1  # 6 Dense a layer, 1 identity; classifier.
+  assert not any('kernel' in path for path in int8['float'])  # No float copy of a weight.
 
 
 def test_local_sparsity_is_exact_per_tensor_and_global_overall(model):

