@@ -43,7 +43,12 @@ def check_batch_size(batch_size: int, mesh: Mesh):
 
 
 def make_optimizer(config, num_steps: int) -> optax.GradientTransformation:
-  """AdamW with linear warmup then linear decay to 0, and global-norm gradient clipping."""
+  """AdamW with linear warmup then linear decay to 0, and global-norm gradient clipping.
+
+  Clipping and Adam's moments run on all parameters as one flat vector (`optax.flatten`):
+  the same arithmetic, but XLA compiles a few loops instead of several per parameter tensor,
+  which took a third of a small model's train step compile time.
+  """
   warmup = min(config.warmup_steps, num_steps)
   schedule = optax.join_schedules([
       optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1)),
@@ -51,10 +56,12 @@ def make_optimizer(config, num_steps: int) -> optax.GradientTransformation:
   ], boundaries=[warmup])
   decay_mask = lambda params: jax.tree_util.tree_map_with_path(
       lambda path, _: path[-1].key in ('kernel', 'embedding'), params)
+  weight_decay = ([optax.add_decayed_weights(config.weight_decay, mask=decay_mask)]
+                  if config.weight_decay else [])
   return optax.chain(
-      optax.clip_by_global_norm(config.grad_clip),
-      optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=config.weight_decay,
-                  mask=decay_mask))
+      optax.flatten(optax.chain(optax.clip_by_global_norm(config.grad_clip),
+                                optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8))),
+      *weight_decay, optax.scale_by_learning_rate(schedule))
 
 
 def apply_masks(tree, masks: dict):

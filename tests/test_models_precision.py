@@ -12,25 +12,46 @@ ARCH = Architecture(1, 2, 16, 32)
 IDS = jnp.array([[2, 11, 12, 13, 3, 0, 0, 0], [2, 14, 3, 0, 0, 0, 0, 0]], jnp.int32)
 
 
+SEED = jnp.array([7, 9], jnp.uint32)
+
+
 @pytest.mark.parametrize('shape', [(4, 2, 64, 64), (3, 33)])
 def test_keep_mask_is_bernoulli_with_its_exact_keep_probability(shape):
-  keep, keep_prob = dropout_keep_mask(jax.random.key(0), 0.1, shape)
+  keep, keep_prob = dropout_keep_mask(SEED, 0, 0.1, shape)
   assert keep.shape == shape and keep.dtype == jnp.bool_
   assert keep_prob == round(0.9 * 2 ** 16) / 2 ** 16
   assert float(keep.mean()) == pytest.approx(0.9, abs=5 / np.sqrt(keep.size))
-  again, _ = dropout_keep_mask(jax.random.key(0), 0.1, shape)
-  other, _ = dropout_keep_mask(jax.random.key(1), 0.1, shape)
-  assert bool(jnp.all(keep == again)) and not bool(jnp.all(keep == other))
+  again, _ = dropout_keep_mask(SEED, 0, 0.1, shape)
+  other_seed, _ = dropout_keep_mask(SEED + 1, 0, 0.1, shape)
+  other_stream, _ = dropout_keep_mask(SEED, 1, 0.1, shape)
+  assert bool(jnp.all(keep == again))
+  assert not bool(jnp.all(keep == other_seed)) and not bool(jnp.all(keep == other_stream))
 
 
-def test_dropout_is_unbiased_and_off_when_deterministic():
+def test_dropout_is_unbiased_and_off_without_a_seed():
   x = jnp.ones((256, 256))
-  rngs = {'dropout': jax.random.key(0)}
-  dropped = Dropout(0.1).apply({}, x, False, rngs=rngs)
-  _, keep_prob = dropout_keep_mask(jax.random.key(0), 0.1, x.shape)
+  dropped = Dropout(0.1).apply({}, x, SEED)
+  _, keep_prob = dropout_keep_mask(SEED, 0, 0.1, x.shape)
   assert set(np.unique(dropped).tolist()) == {0.0, np.float32(1 / keep_prob)}
   assert float(dropped.mean()) == pytest.approx(1.0, abs=0.01)
-  assert bool(jnp.all(Dropout(0.1).apply({}, x, True) == x))
+  assert bool(jnp.all(Dropout(0.1).apply({}, x, None) == x))
+
+
+def test_each_dropout_site_draws_its_own_mask_and_each_pass_a_new_one():
+  model = BertClassifier(ARCH, 40, 8, dropout_rate=0.5, attention_dropout_rate=0.5)
+  params = train.init_params(model, jax.random.key(0), 8)
+  ids = jnp.tile(IDS, (64, 1))
+  _, state = model.apply({'params': params}, ids, False, rngs={'dropout': jax.random.key(1)},
+                         capture_intermediates=lambda module, _: isinstance(module, Dropout),
+                         mutable=['intermediates'])
+  outputs = [np.asarray(y[0]) for y in jax.tree_util.tree_leaves(
+      state['intermediates'], is_leaf=lambda x: isinstance(x, tuple))]
+  zero_patterns = {tuple((y == 0).reshape(-1)[:4096]) for y in outputs if y.ndim == 3}
+  assert len(outputs) == 2 + 3 * ARCH.num_layers and len(zero_patterns) == 3
+  logits = [model.apply({'params': params}, ids, False, rngs={'dropout': jax.random.key(k)})
+            for k in (1, 1, 2)]
+  np.testing.assert_array_equal(logits[0], logits[1])
+  assert not np.array_equal(logits[0], logits[2])
 
 
 def test_bfloat16_computes_in_bf16_with_float32_master_weights():
