@@ -57,12 +57,14 @@ def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = T
                                   splits.description)
   encode = lambda split: input_pipeline.EncodedSplit(
       tokenizer.encode(tok, data.texts_of(split)), data.labels_of(split).astype(np.int32))
-  buckets = input_pipeline.bucket_lengths(config.tokenizer.max_length, config.data.num_buckets)
+  train_split, test_split = encode(splits.train), encode(splits.test)
+  buckets = input_pipeline.bucket_lengths([len(ids) for ids in train_split.token_ids],
+                                          config.tokenizer.max_length, config.data.num_buckets)
   trainer = train.Trainer(config.train.batch_size, config.train.eval_batch_size, buckets,
                           seed=config.seed, show_progress=show_progress,
                           stop_requested=distributed.agreed(stop_requested))
   num_classes = int(max(data.labels_of(splits.train).max(), data.labels_of(splits.test).max())) + 1
-  return Experiment(config, tok, encode(splits.train), encode(splits.test), trainer,
+  return Experiment(config, tok, train_split, test_split, trainer,
                     num_classes, quantization.get_engine(config.compression.quant_engine),
                     stop_requested)
 
