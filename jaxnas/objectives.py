@@ -60,8 +60,12 @@ class Objectives:
     """The feasible trials that no other feasible trial dominates, by trial number."""
     feasible = [t for t in trials if self.feasible(t)]
     signs = [1 if d == 'maximize' else -1 for d in self.directions]
-    score = lambda t: [s * v for s, v in zip(signs, t.values)]
-    dominates = lambda a, b: (all(x >= y for x, y in zip(score(a), score(b)))
-                              and score(a) != score(b))
-    return sorted((t for t in feasible if not any(dominates(o, t) for o in feasible)),
-                  key=lambda t: t.number)
+    front = non_dominated([[s * v for s, v in zip(signs, t.values)] for t in feasible])
+    return sorted((feasible[i] for i in front), key=lambda t: t.number)
+
+
+def non_dominated(scores: list) -> list[int]:
+  """The indices of the score vectors (higher is better in each entry) that no other vector
+  dominates: is at least as good in every entry and better in one."""
+  dominates = lambda a, b: all(x >= y for x, y in zip(a, b)) and tuple(a) != tuple(b)
+  return [i for i, s in enumerate(scores) if not any(dominates(o, s) for o in scores)]

@@ -7,6 +7,8 @@ matplotlib.use('Agg')  # Files only; no display needed.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
 
+from jaxnas import objectives  # pylint: disable=g-import-not-at-top
+
 
 def plot_best_so_far(curves: dict, path: str, title: str, ylabel: str):
   """`curves` maps a label to its best-so-far values (one per completed trial)."""
@@ -40,14 +42,10 @@ def plot_pareto(points, path: str, title: str = 'Accuracy vs int8 model size',
   are dimmed; with `max_model_bytes`, larger points are infeasible: drawn as crosses, never on
   the front, and the limit is a dashed line.
   """
-
-  def dominates(a, b):
-    no_worse = a['accuracy'] >= b['accuracy'] and a['model_bytes'] <= b['model_bytes']
-    return no_worse and (a['accuracy'] > b['accuracy'] or a['model_bytes'] < b['model_bytes'])
-
   feasible = [i for i, p in enumerate(points)
               if max_model_bytes is None or p['model_bytes'] <= max_model_bytes]
-  front = [i for i in feasible if not any(dominates(points[j], points[i]) for j in feasible)]
+  front = [feasible[i] for i in objectives.non_dominated(
+      [(points[i]['accuracy'], -points[i]['model_bytes']) for i in feasible])]
   front.sort(key=lambda i: points[i]['model_bytes'])
   dominated = [i for i in feasible if i not in front]
   infeasible = [i for i in range(len(points)) if i not in feasible]
