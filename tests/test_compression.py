@@ -52,7 +52,7 @@ def test_served_int8_logits_match_the_qat_model(model, engine_name):
   engine = quantization.get_engine(engine_name)
   params = trained_params(model)
   ids = np.stack([np.pad(ids, (0, 16 - len(ids))) for ids in toy_split(8, 0, 16).token_ids])
-  qat_logits = engine.training_model(model).apply({'params': params}, ids)
+  qat_logits = jax.jit(engine.training_model(model).apply)({'params': params}, ids)
   served_logits = jax.jit(engine.serving_apply(model))(engine.convert(model, params), ids)
   np.testing.assert_allclose(served_logits, qat_logits, atol=1e-5)  # Same int8 arithmetic.
   float_logits = model.apply({'params': params}, ids)

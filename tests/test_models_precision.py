@@ -19,13 +19,29 @@ SEED = jnp.array([7, 9], jnp.uint32)
 def test_keep_mask_is_bernoulli_with_its_exact_keep_probability(shape):
   keep, keep_prob = dropout_keep_mask(SEED, 0, 0.1, shape)
   assert keep.shape == shape and keep.dtype == jnp.bool_
-  assert keep_prob == round(0.9 * 2 ** 16) / 2 ** 16
+  assert keep_prob == round(0.9 * 2 ** 32) / 2 ** 32
   assert float(keep.mean()) == pytest.approx(0.9, abs=5 / np.sqrt(keep.size))
   again, _ = dropout_keep_mask(SEED, 0, 0.1, shape)
   other_seed, _ = dropout_keep_mask(SEED + 1, 0, 0.1, shape)
   other_stream, _ = dropout_keep_mask(SEED, 1, 0.1, shape)
   assert bool(jnp.all(keep == again))
   assert not bool(jnp.all(keep == other_seed)) and not bool(jnp.all(keep == other_stream))
+
+
+def test_keep_masks_are_independent_across_neighbours_streams_and_seeds():
+  shape, p = (64, 4096), 0.5
+  keep = np.asarray(dropout_keep_mask(SEED, 0, p, shape)[0], np.float64)
+  others = [np.asarray(dropout_keep_mask(seed, stream, p, shape)[0], np.float64)
+            for seed, stream in ((SEED, 1), (SEED + 1, 0), (SEED + 2, 0))]
+  tolerance = 5 / np.sqrt(keep.size)
+  both = lambda a, b: float(np.mean(a * b))  # P(both kept) = 1/4 when independent.
+  assert both(keep[:, 1:], keep[:, :-1]) == pytest.approx(0.25, abs=tolerance)
+  assert both(keep[1:], keep[:-1]) == pytest.approx(0.25, abs=tolerance)
+  for other in others:
+    assert both(keep, other) == pytest.approx(0.25, abs=tolerance)
+    for shift in (1, 7, 4096):  # Not a shifted copy either.
+      assert both(keep.ravel()[shift:], other.ravel()[:-shift]) == pytest.approx(0.25,
+                                                                              abs=tolerance)
 
 
 def test_dropout_is_unbiased_and_off_without_a_seed():
