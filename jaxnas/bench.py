@@ -17,6 +17,9 @@ Prints one JSON line per case. Cases:
     empty persistent compilation cache, then in a second fresh process with that cache (a
     rerun or resumed search); each reports compile seconds and cache hits (`trial` is one
     such run, with `--cache_dir`).
+  * `search` (only when named): the default job, `python launch.py` with configs/default.py,
+    from empty compilation and tokenizer caches, split into training (the float and QAT
+    training loops less all compilation) and everything else.
 
 Both sides tokenize with the same jaxnas tokenizer. PyTorch is a benchmark-only dependency
 (requirements-bench.txt).
@@ -429,6 +432,33 @@ def compile_case() -> dict:
           'warm': {k: v for k, v in warm.items() if k not in ('case', 'architecture')}}
 
 
+def search_case() -> dict:
+  """Wall time of the default job against the time its training loops spent training.
+
+  Compilation anywhere in a trial counts as overhead (`compile_seconds` covers the whole
+  trial, not only the training loops), so `overhead_fraction` is an upper bound.
+  """
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with tempfile.TemporaryDirectory() as workdir:
+    command = [sys.executable, 'launch.py', f'--workdir={workdir}',
+               f'--config.compilation_cache_dir={workdir}/xla',
+               f'--config.tokenizer.cache_dir={workdir}/tokenizers']
+    _, seconds = timed(lambda: subprocess.run(command, cwd=repo, check=True,
+                                              capture_output=True))
+    with open(os.path.join(workdir, 'results.json')) as f:
+      trials = [t for t in json.load(f)['trials'] if t['state'] == 'COMPLETE']
+  total = lambda key: sum(t[key] for t in trials)
+  loops = total('train_seconds') + total('retrain_seconds')
+  compile_seconds = total('compile_seconds')
+  training = loops - compile_seconds
+  return {'case': 'search', 'command': 'python launch.py', 'trials': len(trials),
+          'wall_seconds': round(seconds, 1), 'training_loop_seconds': round(loops, 1),
+          'compile_seconds': round(compile_seconds, 1),
+          'training_seconds_without_compile': round(training, 1),
+          'compile_fraction': round(compile_seconds / seconds, 3),
+          'overhead_fraction': round(1 - training / seconds, 3)}
+
+
 def _rounded(d: dict) -> dict:
   return {k: round(v, 2) for k, v in d.items()}
 
@@ -453,6 +483,8 @@ def main(argv):
       result = compile_case()
     elif case == 'trial':
       result = trial_case(FLAGS.cache_dir)
+    elif case == 'search':
+      result = search_case()
     else:
       raise app.UsageError(f'unknown case {case!r}')
     result['load_average_1min'] = round(os.getloadavg()[0], 2)  # Other work on the machine.

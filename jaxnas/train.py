@@ -6,6 +6,7 @@ length.
 """
 
 import functools
+import time
 from typing import Any, Callable, Optional
 
 import flax
@@ -209,17 +210,34 @@ class Trainer:
       self._eval_steps[apply_fn] = jax.jit(functools.partial(eval_step, apply_fn))
     return self._eval_steps[apply_fn]
 
-  def evaluate(self, apply_fn, variables, split, description: str = 'eval') -> dict:
-    """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`."""
+  def evaluate(self, apply_fn, variables, split, description: str = 'eval',
+               time_batches: bool = False) -> dict:
+    """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`.
+
+    With `time_batches`, each batch is waited for and timed, and `ms_per_example` is the
+    median time of a batch over its size: the model's latency on this device, measured on
+    the evaluation itself. The first batch is left out when there are others, because it
+    may include compilation.
+    """
     eval_fn = self.eval_fn(apply_fn)
     variables = jax.device_put(variables, self.replicated)
     plan = input_pipeline.epoch_plan(split, self.eval_batch_size, self.buckets, self.seed, 0,
                                      shuffle=False)
-    outputs = []
+    outputs, seconds = [], []
     for indices in tqdm(plan, desc=description, unit='batch', leave=False,
                         disable=not self.show_progress):
-      batch = input_pipeline.make_batch(split, indices, self.eval_batch_size, self.buckets)
-      outputs.append(eval_fn(variables, self.put_batch(batch)))
+      batch = self.put_batch(
+          input_pipeline.make_batch(split, indices, self.eval_batch_size, self.buckets))
+      start = time.perf_counter()
+      outputs.append(eval_fn(variables, batch))
+      if time_batches:
+        jax.block_until_ready(outputs[-1])
+        seconds.append(time.perf_counter() - start)
     totals = {k: float(np.sum([o[k] for o in jax.device_get(outputs)])) for k in outputs[0]}
     count = max(totals['count'], 1.0)
-    return {'accuracy': float(totals['correct']) / count, 'loss': float(totals['loss_sum']) / count}
+    metrics = {'accuracy': float(totals['correct']) / count,
+               'loss': float(totals['loss_sum']) / count}
+    if time_batches:
+      metrics['ms_per_example'] = (1000 * float(np.median(seconds[1:] or seconds))
+                                   / self.eval_batch_size)
+    return metrics

@@ -123,6 +123,7 @@ class CompressedModel:
   masks: dict
   int8: dict  # The stored int8 form (quantization engine's `convert`).
   accuracy: float  # Of the served int8 model.
+  latency_ms_per_example: float  # Of the served int8 model on this device, while scored.
 
 
 def compress(exp: Experiment, trained: TrainedModel) -> CompressedModel:
@@ -135,10 +136,11 @@ def compress(exp: Experiment, trained: TrainedModel) -> CompressedModel:
 
 
 def post_compression_training(exp: Experiment, compressed: CompressedModel,
-                              checkpoint_dir: str = '') -> tuple[CompressedModel, int]:
+                              checkpoint_dir: str = '') -> tuple[CompressedModel, dict]:
   """QAT with the masks held fixed, then convert and score the served int8 model again.
 
-  Returns the retrained model and the step training resumed from (0 for a fresh start).
+  Returns the retrained model and a record: `retrain_seconds` (QAT's training loop, its
+  compilation included) and `resumed_from_step` (0 for a fresh start).
   """
   cfg, config = exp.config.compression, exp.config
   qat_model = exp.engine.training_model(compressed.model)
@@ -149,42 +151,30 @@ def post_compression_training(exp: Experiment, compressed: CompressedModel,
   state = train.create_train_state(qat_model, compressed.params, train_config, num_steps,
                                    dropout_rng, masks=compressed.masks,
                                    sharding=exp.trainer.replicated)
+  start = time.perf_counter()
   state, _, start_step = exp.trainer.fit(state, exp.train_split, cfg.retrain_epochs,
                                          'retrain (QAT)',
                                          _phase_checkpoints(exp, checkpoint_dir, 'retrain'))
+  jax.block_until_ready(state.params)
+  record = {'retrain_seconds': time.perf_counter() - start, 'resumed_from_step': start_step}
   retrained = _quantize_and_score(exp, compressed.model, state.params, compressed.masks,
                                   'eval int8 retrained')
-  return retrained, start_step
+  return retrained, record
 
 
 def _quantize_and_score(exp, model, params, masks, description) -> CompressedModel:
   int8 = exp.engine.convert(model, params)
-  accuracy = exp.trainer.evaluate(exp.engine.serving_apply(model), int8, exp.test_split,
-                                  description)['accuracy']
-  return CompressedModel(model, params, masks, int8, accuracy)
-
-
-def measure_latency(exp: Experiment, compressed: CompressedModel, repeats: int = 5) -> float:
-  """Milliseconds per example of the served int8 model on this device: the median over
-  `repeats` runs of one full eval batch (after a warm-up run that compiles it)."""
-  plan = input_pipeline.epoch_plan(exp.test_split, exp.trainer.eval_batch_size,
-                                   exp.trainer.buckets, exp.config.seed, 0, shuffle=False)
-  batch = exp.trainer.put_batch(input_pipeline.make_batch(
-      exp.test_split, plan[0], exp.trainer.eval_batch_size, exp.trainer.buckets))
-  eval_fn = exp.trainer.eval_fn(exp.engine.serving_apply(compressed.model))
-  stored = jax.device_put(compressed.int8, exp.trainer.replicated)
-  seconds = []
-  for _ in range(repeats + 1):
-    start = time.perf_counter()
-    jax.block_until_ready(eval_fn(stored, batch))
-    seconds.append(time.perf_counter() - start)
-  return 1000 * float(np.median(seconds[1:])) / exp.trainer.eval_batch_size
+  metrics = exp.trainer.evaluate(exp.engine.serving_apply(model), int8, exp.test_split,
+                                 description, time_batches=True)
+  return CompressedModel(model, params, masks, int8, metrics['accuracy'],
+                         metrics['ms_per_example'])
 
 
 def compression_record(compressed: CompressedModel) -> dict:
   return {'compressed_accuracy': compressed.accuracy,
           'sparsity': pruning.measured_sparsity(compressed.params)['overall'],
-          'model_bytes': quantization.tree_bytes(compressed.int8)}
+          'model_bytes': quantization.tree_bytes(compressed.int8),
+          'latency_ms_per_example': compressed.latency_ms_per_example}
 
 
 def use_compilation_cache(cache_dir: str):
@@ -234,7 +224,8 @@ def run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_dir
   and conversion are deterministic functions of the trained weights, so they are recomputed.
   `report` receives the eval accuracy during float training (see `train_float`). The record
   holds `trial_seconds` (wall time) and `compile_seconds` (the part of it spent compiling)
-  next to `train_seconds` (float training, its compilation included).
+  next to `train_seconds` and `retrain_seconds` (the float and QAT training loops, their
+  compilation included).
   """
   start = time.perf_counter()
   with CompileClock() as compile_clock:
@@ -252,10 +243,9 @@ def _run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_di
   record.update(compression_record(compressed))
   if workflow == 'retrain':
     record['accuracy_before_retrain'] = compressed.accuracy
-    compressed, record['resumed_from_step']['retrain'] = post_compression_training(
-        exp, compressed, checkpoint_dir)
-    record.update(compression_record(compressed))
-  record['latency_ms_per_example'] = measure_latency(exp, compressed)
+    compressed, retrain_record = post_compression_training(exp, compressed, checkpoint_dir)
+    record['resumed_from_step']['retrain'] = retrain_record.pop('resumed_from_step')
+    record.update(retrain_record, **compression_record(compressed))
   objective = trained.accuracy if workflow == 'baseline' else compressed.accuracy
   return objective, record, trained, compressed
 

@@ -20,8 +20,10 @@ def fit_toy(epochs=4, masks=None, params=None):
   state = train.create_train_state(model, params, train_config(), num_steps, jax.random.key(1),
                                    masks=masks)
   state, losses, _ = trainer.fit(state, split, epochs)
-  accuracy = trainer.evaluate(model.apply, {'params': state.params}, toy_split(128, seed=1, length=16))
-  return state, losses, accuracy['accuracy']
+  metrics = trainer.evaluate(model.apply, {'params': state.params},
+                             toy_split(128, seed=1, length=16), time_batches=True)
+  assert 0 < metrics['ms_per_example'] < 1000
+  return state, losses, metrics['accuracy']
 
 
 def test_training_learns_a_learnable_task():
