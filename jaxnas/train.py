@@ -48,7 +48,7 @@ def make_optimizer(config, num_steps: int) -> optax.GradientTransformation:
 
   Clipping and Adam's moments run on all parameters as one flat vector (`optax.flatten`):
   the same arithmetic, but XLA compiles a few loops instead of several per parameter tensor,
-  which took a third of a small model's train step compile time.
+  which took about a quarter of a small model's train step compile time.
   """
   warmup = min(config.warmup_steps, num_steps)
   schedule = optax.join_schedules([
