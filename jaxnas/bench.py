@@ -28,7 +28,6 @@ Both sides tokenize with the same jaxnas tokenizer. PyTorch is a benchmark-only 
 import collections
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 import resource
@@ -156,12 +155,12 @@ class JaxSide:
         lambda: jax.jit(train.train_step, donate_argnums=0).lower(self.state, batches[0])
         .compile())
     self.float_eval, self.compile_seconds['eval_float'] = timed(
-        lambda: jax.jit(functools.partial(train.eval_step, model.apply))
+        lambda: train.jit_eval_step(model.apply)
         .lower({'params': params}, batches[0]).compile())
     engine = quantization.AqtInt8()
     self.int8 = engine.convert(model, params)
     self.int8_eval, self.compile_seconds['eval_int8'] = timed(
-        lambda: jax.jit(functools.partial(train.eval_step, engine.serving_apply(model)))
+        lambda: train.jit_eval_step(engine.serving_apply(model))
         .lower(self.int8, batches[0]).compile())
     self.params = params
     memory = self.train_step.memory_analysis()

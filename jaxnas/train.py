@@ -103,6 +103,21 @@ def eval_step(apply_fn: Callable, variables: Any, batch: dict) -> dict:
   return {'loss_sum': loss_sum, 'correct': correct, 'count': count}
 
 
+# XLA on CPU by default hands a whole attention (matmul, softmax, matmul) to one YNNPACK
+# fusion, which ran at about 5 GFLOP/s; with YNNPACK kept to convolutions (none here), the
+# eval step of 4 x 256 x 1024 at 32 x 256 tokens took 0.78 s instead of 1.73 s, with equal
+# outputs. Train steps keep the default: there it saved about 2% of a step and cost about
+# 50% more compile time.
+CPU_EVAL_COMPILER_OPTIONS = {
+    'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'}
+
+
+def jit_eval_step(apply_fn: Callable):
+  """`eval_step` of `apply_fn`, jitted with the CPU eval options above on a CPU backend."""
+  options = CPU_EVAL_COMPILER_OPTIONS if jax.default_backend() == 'cpu' else None
+  return jax.jit(functools.partial(eval_step, apply_fn), compiler_options=options)
+
+
 def create_train_state(model, params, config, num_steps: int, rng: jax.Array,
                        masks: Optional[dict] = None,
                        sharding: Optional[NamedSharding] = None) -> TrainState:
@@ -207,7 +222,7 @@ class Trainer:
   def eval_fn(self, apply_fn):
     """The jitted `eval_step` of `apply_fn`, compiled once per batch shape."""
     if apply_fn not in self._eval_steps:
-      self._eval_steps[apply_fn] = jax.jit(functools.partial(eval_step, apply_fn))
+      self._eval_steps[apply_fn] = jit_eval_step(apply_fn)
     return self._eval_steps[apply_fn]
 
   def evaluate(self, apply_fn, variables, split, description: str = 'eval',
