@@ -103,18 +103,18 @@ def eval_step(apply_fn: Callable, variables: Any, batch: dict) -> dict:
   return {'loss_sum': loss_sum, 'correct': correct, 'count': count}
 
 
-# XLA on CPU by default hands a whole attention (matmul, softmax, matmul) to one YNNPACK
-# fusion, which ran at about 5 GFLOP/s; with YNNPACK kept to convolutions (none here), the
-# eval step of 4 x 256 x 1024 at 32 x 256 tokens took 0.78 s instead of 1.73 s, with equal
-# outputs. Train steps keep the default: there it saved about 2% of a step and cost about
-# 50% more compile time.
-CPU_EVAL_COMPILER_OPTIONS = {
+# XLA on CPU hands whole blocks, e.g. an attention's matmul, softmax and matmul, to YNNPACK
+# fusions by default. On this project's CPU (BENCHMARKS.md), float eval steps ran up to 2.2x
+# as fast with YNNPACK kept to convolutions (none here), with equal outputs, while served
+# int8 models ran 20-40% slower that way, and train steps gained about 2% for 50% more
+# compile time; so only float eval steps turn the fusions off.
+NO_YNN_FUSIONS = {
     'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'}
 
 
-def jit_eval_step(apply_fn: Callable):
-  """`eval_step` of `apply_fn`, jitted with the CPU eval options above on a CPU backend."""
-  options = CPU_EVAL_COMPILER_OPTIONS if jax.default_backend() == 'cpu' else None
+def jit_eval_step(apply_fn: Callable, ynn_fusions: bool = False):
+  """`eval_step` of `apply_fn`, jitted; on a CPU without YNNPACK fusions unless asked."""
+  options = NO_YNN_FUSIONS if not ynn_fusions and jax.default_backend() == 'cpu' else None
   return jax.jit(functools.partial(eval_step, apply_fn), compiler_options=options)
 
 
@@ -161,7 +161,7 @@ class Trainer:
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
     self._train_step = jax.jit(train_step, donate_argnums=0)
-    self._eval_steps = {}  # apply_fn -> jitted eval step; reused for every eval of a model.
+    self._eval_steps = {}  # (apply_fn, ynn_fusions) -> jitted eval step, reused.
 
   def steps_per_epoch(self, split) -> int:
     return len(input_pipeline.epoch_plan(split, self.batch_size, self.buckets, self.seed, 0))
@@ -219,22 +219,23 @@ class Trainer:
         checkpoints.close()  # Waits for pending writes, on success and on the way out alike.
     return state, epoch_losses, start
 
-  def eval_fn(self, apply_fn):
+  def eval_fn(self, apply_fn, ynn_fusions: bool = False):
     """The jitted `eval_step` of `apply_fn`, compiled once per batch shape."""
-    if apply_fn not in self._eval_steps:
-      self._eval_steps[apply_fn] = jit_eval_step(apply_fn)
-    return self._eval_steps[apply_fn]
+    key = (apply_fn, ynn_fusions)
+    if key not in self._eval_steps:
+      self._eval_steps[key] = jit_eval_step(apply_fn, ynn_fusions)
+    return self._eval_steps[key]
 
   def evaluate(self, apply_fn, variables, split, description: str = 'eval',
-               time_batches: bool = False) -> dict:
+               time_batches: bool = False, ynn_fusions: bool = False) -> dict:
     """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`.
 
     With `time_batches`, each batch is waited for and timed, and `ms_per_example` is the
     median time of a batch over its size: the model's latency on this device, measured on
     the evaluation itself. The first batch is left out when there are others, because it
-    may include compilation.
+    may include compilation. `ynn_fusions`: see `NO_YNN_FUSIONS` (served int8 models want them).
     """
-    eval_fn = self.eval_fn(apply_fn)
+    eval_fn = self.eval_fn(apply_fn, ynn_fusions)
     variables = jax.device_put(variables, self.replicated)
     plan = input_pipeline.epoch_plan(split, self.eval_batch_size, self.buckets, self.seed, 0,
                                      shuffle=False)

@@ -165,7 +165,7 @@ def post_compression_training(exp: Experiment, compressed: CompressedModel,
 def _quantize_and_score(exp, model, params, masks, description) -> CompressedModel:
   int8 = exp.engine.convert(model, params)
   metrics = exp.trainer.evaluate(exp.engine.serving_apply(model), int8, exp.test_split,
-                                 description, time_batches=True)
+                                 description, time_batches=True, ynn_fusions=True)
   return CompressedModel(model, params, masks, int8, metrics['accuracy'],
                          metrics['ms_per_example'])
 
