@@ -247,9 +247,8 @@ def evaluate_saved_model(checkpoint: str, config) -> dict:
   if saved['int8'] is not None:
     compressed_model = trained.model.clone(
         activation_sparsity=config.compression.activation_sparsity)
-    result['compressed_accuracy'] = exp.trainer.evaluate(
-        exp.engine.serving_apply(compressed_model), saved['int8'], exp.test_split,
-        ynn_fusions=True)['accuracy']
+    result['compressed_accuracy'] = workflows.score_served_int8(
+        exp, compressed_model, saved['int8'])['accuracy']
   result['reported'] = {k: saved['metrics'].get(k)
                         for k in ('float_accuracy', 'compressed_accuracy')}
   print(json.dumps(result, indent=2))

@@ -164,10 +164,17 @@ def post_compression_training(exp: Experiment, compressed: CompressedModel,
 
 def _quantize_and_score(exp, model, params, masks, description) -> CompressedModel:
   int8 = exp.engine.convert(model, params)
-  metrics = exp.trainer.evaluate(exp.engine.serving_apply(model), int8, exp.test_split,
-                                 description, time_batches=True, ynn_fusions=True)
+  metrics = score_served_int8(exp, model, int8, description)
   return CompressedModel(model, params, masks, int8, metrics['accuracy'],
                          metrics['ms_per_example'])
+
+
+def score_served_int8(exp: Experiment, model: BertClassifier, int8: dict,
+                      description: str = 'eval int8') -> dict:
+  """Accuracy and latency of the served int8 form of `model` on the test split. Its eval
+  program keeps XLA's YNNPACK fusions, which int8 dots run faster with (`train.NO_YNN_FUSIONS`)."""
+  return exp.trainer.evaluate(exp.engine.serving_apply(model), int8, exp.test_split,
+                              description, time_batches=True, ynn_fusions=True)
 
 
 def compression_record(compressed: CompressedModel) -> dict:
