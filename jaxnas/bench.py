@@ -290,7 +290,7 @@ def fixed_shape_case(name: str, split, vocab_size: int, against: str, peak: floa
   """A fixed-shape train step and eval, JAX and (optionally) torch rounds alternating."""
   shape = SHAPES[name]
   model = jax_model(shape.arch, vocab_size)
-  params = train.init_params(model, jax.random.key(0), 512)
+  params = models.init_params(model, jax.random.key(0))
   batches = fixed_batches(split, shape, FLAGS.steps or shape.steps)
   sides = {'jax': JaxSide(model, params, batches)}
   if against == 'torch':
@@ -343,7 +343,7 @@ def epoch_case(exp, against: str) -> dict:
   """One epoch at batch 8, max_length 512: jaxnas (length buckets) vs HF Trainer."""
   config, arch = exp.config, SHAPES['small'].arch
   model = jax_model(arch, exp.tokenizer.get_vocab_size())
-  params = train.init_params(model, jax.random.key(0), config.tokenizer.max_length)
+  params = models.init_params(model, jax.random.key(0))
   split = exp.train_split
   steps = exp.trainer.steps_per_epoch(split)
   with workflows.CompileClock() as meter:

@@ -19,11 +19,13 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxnas.errors import UserError
 from jaxnas.tokenizer import PAD_ID
 
 SQUARE_PROJECTIONS = ('query', 'key', 'value', 'attention_output')
+INIT_STDDEV = 0.02  # Of every Dense kernel and embedding table, as in BERT.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +130,7 @@ class Embed(nn.Module):
 
   @nn.compact
   def __call__(self, ids):
-    table = self.param('embedding', nn.initializers.normal(0.02),
+    table = self.param('embedding', nn.initializers.normal(INIT_STDDEV),
                        (self.num_embeddings, self.features))
     if self.quantizer is not None:
       table = self.quantizer(table)
@@ -150,7 +152,7 @@ class Projection(nn.Module):
     if self.activation_sparsity > 0:
       x = prune_activations(x, self.activation_sparsity)
     return nn.Dense(self.features, dot_general_cls=self.dot_general_cls,
-                    kernel_init=nn.initializers.normal(0.02), dtype=self.dtype,
+                    kernel_init=nn.initializers.normal(INIT_STDDEV), dtype=self.dtype,
                     name='dense')(x)
 
 
@@ -220,6 +222,32 @@ class BertClassifier(nn.Module):
     pooled = jnp.tanh(dense(arch.hidden_size, arch.is_linear('pooler'), name='pooler')(x[:, 0]))
     pooled = Dropout(self.dropout_rate)(pooled, seed)
     return dense(self.num_classes, name='classifier')(pooled).astype(jnp.float32)
+
+
+def init_params(model: nn.Module, rng: jax.Array):
+  """The parameters `model.init` would give in distribution, drawn on the host with NumPy:
+  N(0, INIT_STDDEV) kernels and embeddings, zero biases, unit LayerNorm scales.
+
+  JAX's initializers compile a program per parameter shape, eagerly, or per model under jit:
+  2 to 4 seconds for each new architecture on a 2-core CPU, while NumPy draws a small model in
+  milliseconds. Shapes come from tracing `model.init` (`jax.eval_shape`, nothing compiled).
+  Each parameter draws from its own stream, keyed by `rng` and its path, so it does not depend
+  on which other layers the architecture has.
+  """
+  shapes = jax.eval_shape(model.init, rng, jnp.zeros((1, 1), jnp.int32))['params']
+  seed = np.asarray(jax.random.key_data(rng)).ravel().tolist()
+
+  def draw(path, leaf):
+    name = path[-1].key
+    if name in ('kernel', 'embedding'):
+      stream = zlib.crc32(jax.tree_util.keystr(path).encode())
+      normal = np.random.default_rng([*seed, stream]).standard_normal(leaf.shape, np.float32)
+      return normal * np.float32(INIT_STDDEV)
+    if name in ('bias', 'scale'):
+      return np.full(leaf.shape, 1.0 if name == 'scale' else 0.0, leaf.dtype)
+    raise ValueError(f'no host initializer for parameter {jax.tree_util.keystr(path)}')
+
+  return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def count_params(params) -> int:

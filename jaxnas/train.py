@@ -138,14 +138,6 @@ def create_train_state(model, params, config, num_steps: int, rng: jax.Array,
   return create(params, masks or {}, rng)
 
 
-def init_params(model, rng: jax.Array, max_length: int):
-  """Eager `lazy_init`: runs only the initializers, op by op. Their small programs are
-  cached per parameter shape and shared across architectures, while a jitted init would
-  compile a new whole-model program for every trial."""
-  sample = jax.ShapeDtypeStruct((1, max_length), jnp.int32)
-  return model.lazy_init(rng, sample)['params']
-
-
 class Trainer:
   """Runs train/eval loops on a mesh for one split layout (batch size, buckets)."""
 

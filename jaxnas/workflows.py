@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxnas import (checkpoints, data, distributed, input_pipeline, pruning, quantization,
                     tokenizer, train)
-from jaxnas.models import Architecture, BertClassifier, count_params
+from jaxnas.models import Architecture, BertClassifier, count_params, init_params
 
 WORKFLOWS = ('baseline', 'compress', 'retrain')
 
@@ -90,7 +90,7 @@ def train_float(exp: Experiment, arch: Architecture, checkpoint_dir: str = '',
   config = exp.config
   model = exp.build_model(arch)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-  params = train.init_params(model, init_rng, config.tokenizer.max_length)
+  params = init_params(model, init_rng)
   num_steps = exp.trainer.steps_per_epoch(exp.train_split) * config.train.epochs
   state = train.create_train_state(model, params, config.train, num_steps, dropout_rng,
                                    sharding=exp.trainer.replicated)

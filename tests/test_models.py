@@ -1,9 +1,10 @@
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas import train
+from jaxnas import models
 from jaxnas.errors import UserError
 from jaxnas.models import Architecture, BertClassifier, count_params, prune_activations
 
@@ -11,7 +12,7 @@ IDS = jnp.array([[2, 11, 12, 13, 3, 0, 0, 0], [2, 14, 3, 0, 0, 0, 0, 0]], jnp.in
 
 
 def params_of(arch, vocab_size=50):
-  return train.init_params(BertClassifier(arch, vocab_size, 8), jax.random.key(0), 8)
+  return models.init_params(BertClassifier(arch, vocab_size, 8), jax.random.key(0))
 
 
 def test_every_size_choice_changes_the_parameter_count():
@@ -46,10 +47,39 @@ def test_identity_layers_have_no_parameters():
 def test_padding_does_not_change_logits():
   arch = Architecture(2, 2, 64, 128)
   model = BertClassifier(arch, 50, 16)
-  params = train.init_params(model, jax.random.key(0), 16)
+  params = models.init_params(model, jax.random.key(0))
   short = model.apply({'params': params}, IDS)
   padded = model.apply({'params': params}, jnp.pad(IDS, ((0, 0), (0, 8))))
   np.testing.assert_allclose(short, padded, atol=1e-5)
+
+
+def test_host_init_matches_flax_init_in_structure_and_distribution():
+  arch = Architecture(2, 2, 64, 128)
+  model = BertClassifier(arch, 50, 8)
+  host = flax.traverse_util.flatten_dict(models.init_params(model, jax.random.key(0)), sep='/')
+  flax_init = flax.traverse_util.flatten_dict(
+      model.init(jax.random.key(0), IDS)['params'], sep='/')
+  assert {p: (v.shape, v.dtype) for p, v in host.items()} == {
+      p: (v.shape, v.dtype) for p, v in flax_init.items()}
+  for path, value in host.items():
+    if path.endswith(('/kernel', '/embedding')):
+      assert np.std(value) == pytest.approx(models.INIT_STDDEV, rel=0.2), path
+      assert abs(np.mean(value)) < 0.01, path
+    else:  # LayerNorm scales are one; biases are zero (in flax's init as well).
+      np.testing.assert_array_equal(value, flax_init[path])
+  same = models.init_params(model, jax.random.key(0))['layer_0']['query']['dense']['kernel']
+  other = models.init_params(model, jax.random.key(1))['layer_0']['query']['dense']['kernel']
+  np.testing.assert_array_equal(host['layer_0/query/dense/kernel'], same)
+  assert not np.allclose(same, other)
+
+
+def test_host_init_of_a_parameter_does_not_depend_on_other_layers():
+  full = params_of(Architecture(2, 2, 64, 128))
+  fewer = params_of(Architecture(2, 2, 64, 128, identity=('layer_0/query', 'layer_0/key')))
+  np.testing.assert_array_equal(full['layer_1']['value']['dense']['kernel'],
+                                fewer['layer_1']['value']['dense']['kernel'])
+  assert not np.allclose(full['layer_1']['value']['dense']['kernel'],
+                         full['layer_1']['key']['dense']['kernel'])
 
 
 @pytest.mark.parametrize('kwargs, message', [

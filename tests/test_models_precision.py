@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas import train
+from jaxnas import models
 from jaxnas.models import Architecture, BertClassifier, Dropout, dropout_keep_mask
 
 ARCH = Architecture(1, 2, 16, 32)
@@ -55,7 +55,7 @@ def test_dropout_is_unbiased_and_off_without_a_seed():
 
 def test_each_dropout_site_draws_its_own_mask_and_each_pass_a_new_one():
   model = BertClassifier(ARCH, 40, 8, dropout_rate=0.5, attention_dropout_rate=0.5)
-  params = train.init_params(model, jax.random.key(0), 8)
+  params = models.init_params(model, jax.random.key(0))
   ids = jnp.tile(IDS, (64, 1))
   _, state = model.apply({'params': params}, ids, False, rngs={'dropout': jax.random.key(1)},
                          capture_intermediates=lambda module, _: isinstance(module, Dropout),
@@ -72,7 +72,7 @@ def test_each_dropout_site_draws_its_own_mask_and_each_pass_a_new_one():
 
 def test_bfloat16_computes_in_bf16_with_float32_master_weights():
   f32, bf16 = (BertClassifier(ARCH, 40, 8, dtype=d) for d in ('float32', 'bfloat16'))
-  params = train.init_params(f32, jax.random.key(0), 8)
+  params = models.init_params(f32, jax.random.key(0))
 
   @jax.jit
   def run(params):

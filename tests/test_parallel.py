@@ -13,7 +13,7 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = """
 import json, jax
 from conftest import toy_split, train_config
-from jaxnas import train
+from jaxnas import models, train
 from jaxnas.errors import UserError
 from jaxnas.models import Architecture, BertClassifier
 
@@ -21,7 +21,7 @@ model = BertClassifier(Architecture(2, 2, 32, 64), 40, 16)
 split = toy_split(128, seed=0, length=16)
 trainer = train.Trainer(16, 32, (16,), seed=0, show_progress=False)
 steps = trainer.steps_per_epoch(split) * 3
-state = train.create_train_state(model, train.init_params(model, jax.random.key(0), 16),
+state = train.create_train_state(model, models.init_params(model, jax.random.key(0)),
                                  train_config(), steps, jax.random.key(1))
 batch = trainer.put_batch({'input_ids': jax.numpy.zeros((16, 16), 'int32')})
 state, losses, _ = trainer.fit(state, split, 3)

@@ -37,14 +37,20 @@ def test_trials_of_dead_workers_are_requeued_with_their_parameters(tmp_path):
 def test_sigterm_stops_cleanly_and_a_rerun_retries_the_interrupted_trial(tmp_path):
   command = [sys.executable, os.path.join(ROOT, 'launch.py'), '--config=configs/test.py',
              '--workflow=compress', '--n_trials=2', f'--workdir={tmp_path}',
+             '--config.train.epochs=3',  # 39 steps: time to stop one mid-way.
              f'--config.compilation_cache_dir={ROOT}/.pytest_cache/xla']
   results = tmp_path / 'results.json'
+
+  def second_trial_checkpointed():
+    # The first trial's checkpoints are removed once it is complete.
+    return (results.exists() and json.loads(results.read_text())['n_complete'] == 1
+            and any(p.name.isdigit() for p in (tmp_path / 'checkpoints').glob('*/*/float/*')))
+
   with subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True) as process:
     deadline = time.time() + 400
-    while not (results.exists() and json.loads(results.read_text())['n_complete'] == 1):
+    while not second_trial_checkpointed():
       assert time.time() < deadline and process.poll() is None
-      time.sleep(0.5)
-    time.sleep(3)  # Inside the second trial.
+      time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     start = time.time()
     _, stderr = process.communicate(timeout=60)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import toy_split, train_config
-from jaxnas import checkpoints, pruning, train
+from jaxnas import checkpoints, models, pruning, train
 from jaxnas.models import Architecture, BertClassifier
 
 ARCH = Architecture(2, 2, 32, 64)
@@ -15,7 +15,7 @@ def fit_toy(epochs=4, masks=None, params=None):
   split = toy_split(256, seed=0, length=16)
   trainer = train.Trainer(16, 64, (16,), seed=0, show_progress=False)
   if params is None:
-    params = train.init_params(model, jax.random.key(0), 16)
+    params = models.init_params(model, jax.random.key(0))
   num_steps = trainer.steps_per_epoch(split) * epochs
   state = train.create_train_state(model, params, train_config(), num_steps, jax.random.key(1),
                                    masks=masks)
@@ -52,7 +52,7 @@ def _toy_run(tmp_path, stop_after=None):
   polls = []  # Training polls once after every step.
   trainer = train.Trainer(16, 64, (16,), seed=0, show_progress=False,
                           stop_requested=lambda: polls.append(1) or len(polls) == stop_after)
-  state = train.create_train_state(model, train.init_params(model, jax.random.key(0), 16),
+  state = train.create_train_state(model, models.init_params(model, jax.random.key(0)),
                                    train_config(), trainer.steps_per_epoch(split) * 2,
                                    jax.random.key(1))
   return trainer.fit(state, split, 2, checkpoints=checkpoints.TrainingCheckpoints(
