@@ -220,13 +220,15 @@ class Trainer:
 
   def evaluate(self, apply_fn, variables, split, description: str = 'eval',
                time_batches: bool = False, ynn_fusions: bool = False) -> dict:
-    """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`.
+    """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`, and
+    the `seconds` it took (compilation included).
 
     With `time_batches`, each batch is waited for and timed, and `ms_per_example` is the
     median time of a batch over its size: the model's latency on this device, measured on
     the evaluation itself. The first batch is left out when there are others, because it
     may include compilation. `ynn_fusions`: see `NO_YNN_FUSIONS` (served int8 models want them).
     """
+    begin = time.perf_counter()
     eval_fn = self.eval_fn(apply_fn, ynn_fusions)
     variables = jax.device_put(variables, self.replicated)
     plan = input_pipeline.epoch_plan(split, self.eval_batch_size, self.buckets, self.seed, 0,
@@ -244,7 +246,8 @@ class Trainer:
     totals = {k: float(np.sum([o[k] for o in jax.device_get(outputs)])) for k in outputs[0]}
     count = max(totals['count'], 1.0)
     metrics = {'accuracy': float(totals['correct']) / count,
-               'loss': float(totals['loss_sum']) / count}
+               'loss': float(totals['loss_sum']) / count,
+               'seconds': time.perf_counter() - begin}
     if time_batches:
       metrics['ms_per_example'] = (1000 * float(np.median(seconds[1:] or seconds))
                                    / self.eval_batch_size)

@@ -107,11 +107,13 @@ def train_float(exp: Experiment, arch: Architecture, checkpoint_dir: str = '',
       _phase_checkpoints(exp, checkpoint_dir, 'float'), after_step)
   jax.block_until_ready(state.params)
   train_seconds = time.perf_counter() - start
-  accuracy = exp.trainer.evaluate(model.apply, {'params': state.params}, exp.test_split,
-                                  'eval float')['accuracy']
+  metrics = exp.trainer.evaluate(model.apply, {'params': state.params}, exp.test_split,
+                                 'eval float')
+  accuracy = metrics['accuracy']
   record = {'float_accuracy': accuracy, 'n_params': count_params(state.params),
             'float_model_bytes': quantization.tree_bytes(state.params),
-            'train_seconds': train_seconds, 'train_losses': losses,
+            'train_seconds': train_seconds, 'eval_seconds': metrics['seconds'],
+            'train_losses': losses,
             'resumed_from_step': {'float': start_step}}
   return TrainedModel(model, state.params, accuracy), record
 
@@ -124,6 +126,7 @@ class CompressedModel:
   int8: dict  # The stored int8 form (quantization engine's `convert`).
   accuracy: float  # Of the served int8 model.
   latency_ms_per_example: float  # Of the served int8 model on this device, while scored.
+  eval_seconds: float  # The scoring evaluation's wall time, its compilation included.
 
 
 def compress(exp: Experiment, trained: TrainedModel) -> CompressedModel:
@@ -166,7 +169,7 @@ def _quantize_and_score(exp, model, params, masks, description) -> CompressedMod
   int8 = exp.engine.convert(model, params)
   metrics = score_served_int8(exp, model, int8, description)
   return CompressedModel(model, params, masks, int8, metrics['accuracy'],
-                         metrics['ms_per_example'])
+                         metrics['ms_per_example'], metrics['seconds'])
 
 
 def score_served_int8(exp: Experiment, model: BertClassifier, int8: dict,
@@ -231,8 +234,8 @@ def run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_dir
   and conversion are deterministic functions of the trained weights, so they are recomputed.
   `report` receives the eval accuracy during float training (see `train_float`). The record
   holds `trial_seconds` (wall time) and `compile_seconds` (the part of it spent compiling)
-  next to `train_seconds` and `retrain_seconds` (the float and QAT training loops, their
-  compilation included).
+  next to `train_seconds` and `retrain_seconds` (the float and QAT training loops) and
+  `eval_seconds` (the scoring evaluations), each with its compilation included.
   """
   start = time.perf_counter()
   with CompileClock() as compile_clock:
@@ -248,11 +251,13 @@ def _run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_di
   trained, record = train_float(exp, arch, checkpoint_dir, report)
   compressed = compress(exp, trained)
   record.update(compression_record(compressed))
+  record['eval_seconds'] += compressed.eval_seconds
   if workflow == 'retrain':
     record['accuracy_before_retrain'] = compressed.accuracy
     compressed, retrain_record = post_compression_training(exp, compressed, checkpoint_dir)
     record['resumed_from_step']['retrain'] = retrain_record.pop('resumed_from_step')
     record.update(retrain_record, **compression_record(compressed))
+    record['eval_seconds'] += compressed.eval_seconds
   objective = trained.accuracy if workflow == 'baseline' else compressed.accuracy
   return objective, record, trained, compressed
 
