@@ -1,4 +1,5 @@
-"""Two processes on localhost with jax.distributed (CPU) run one trial together."""
+"""Two processes on localhost with jax.distributed (CPU) run one baseline trial together, then
+compress and retrain the best model together."""
 
 import json
 import os
@@ -15,7 +16,7 @@ def test_two_processes_run_one_trial_and_only_process_0_writes(tmp_path):
     port = s.getsockname()[1]
   processes = [subprocess.Popen(
       [sys.executable, os.path.join(ROOT, 'launch.py'), '--config=configs/test.py',
-       '--workflow=compress', '--n_trials=1', f'--workdir={tmp_path}',
+       '--workflow=baseline', '--n_trials=1', f'--workdir={tmp_path}',
        f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}',
        f'--config.compilation_cache_dir={ROOT}/.pytest_cache/xla'],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -23,8 +24,11 @@ def test_two_processes_run_one_trial_and_only_process_0_writes(tmp_path):
   for process, (_, stderr) in zip(processes, outputs):
     # Both exit cleanly, so the processes agreed on the trial's objective (assert_same).
     assert process.returncode == 0, stderr[-3000:]
-  (trial,) = json.loads((tmp_path / 'results.json').read_text())['trials']
+  results = json.loads((tmp_path / 'results.json').read_text())
+  (trial,) = results['trials']
   assert trial['state'] == 'COMPLETE' and trial['num_processes'] == 2
+  post = results['post_compression']  # Both processes loaded the best model and trained it.
+  assert post['trial'] == 0 and 0 <= post['retrained_compressed_accuracy'] <= 1
   assert 'figure:' in outputs[0][0] and 'figure:' not in outputs[1][0]
   assert 'trial 0: value=' in outputs[0][0] and 'trial 0' not in outputs[1][0]
   assert (tmp_path / 'best_model' / 'jaxnas' / 'float').is_dir()
