@@ -36,6 +36,7 @@ PRUNED = optuna.trial.TrialState.PRUNED
 FINISHED_ERRORS = (ValueError, optuna.exceptions.UpdateFinishedTrialError)
 POLL_SECONDS = 5  # How often a worker with nothing to run checks the study again.
 WORKER = f'{socket.gethostname()}:{os.getpid()}'
+STARTED = datetime.datetime.now()  # Local and naive, like Optuna's trial times.
 
 
 def make_sampler(name: str, seed: int, space: dict) -> optuna.samplers.BaseSampler:
@@ -122,7 +123,9 @@ class Heartbeat:
   def __init__(self, study: optuna.Study, trial: optuna.Trial, interval: float):
     self._stop = threading.Event()
     # Optuna's own heartbeat runs only inside study.optimize, not for ask-and-tell loops.
-    record = lambda: study._storage.record_heartbeat(trial._trial_id)  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    record = lambda: study._storage.record_heartbeat(trial._trial_id)
+
     def beat():
       while True:
         record()
@@ -393,12 +396,14 @@ def best_trial(study: optuna.Study,
 
 def writes_final_results(study: optuna.Study) -> bool:
   """Whether this process writes the study's final results and figures: the worker that
-  finished its last trial does, or any later run on the same host once that one has exited."""
+  finished its last trial does, or a run started on the same host after that trial, once its
+  worker has exited (say it died before writing). Workers that ran beside it do not, even
+  when it exits before they look."""
   last = max(finished(study), key=lambda t: t.datetime_complete, default=None)
   if last is None:
     return False
   worker = last.user_attrs.get('worker', '')
-  return worker == WORKER or _dead_local_worker(worker)
+  return worker == WORKER or (STARTED > last.datetime_complete and _dead_local_worker(worker))
 
 
 def study_results(study: optuna.Study, workflow: str, sampler: str, workdir: str,

@@ -1,5 +1,6 @@
 """A killed or interrupted search loses no finished trial and retries the unfinished one."""
 
+import datetime
 import json
 import os
 import signal
@@ -32,6 +33,18 @@ def test_trials_of_dead_workers_are_requeued_with_their_parameters(tmp_path):
   retried, _ = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
   assert retried.params == {} and retried.system_attrs['fixed_params'] == trial.params
   assert retried.user_attrs['retry_of'] == trial.number
+
+
+def test_only_a_later_run_writes_the_results_of_a_dead_finisher(tmp_path, monkeypatch):
+  study = optuna.create_study(storage=f'sqlite:///{tmp_path}/s.db', study_name='s')
+  finisher = subprocess.Popen(['true'])
+  finisher.wait()
+  trial = study.ask()
+  trial.set_user_attr('worker', f'{socket.gethostname()}:{finisher.pid}')
+  study.tell(trial, 0.5)
+  assert not search.writes_final_results(study)  # This process ran beside the finisher.
+  monkeypatch.setattr(search, 'STARTED', datetime.datetime.now())
+  assert search.writes_final_results(study)  # A run started after the last trial finished.
 
 
 def test_sigterm_stops_cleanly_and_a_rerun_retries_the_interrupted_trial(tmp_path):
