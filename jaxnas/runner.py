@@ -6,7 +6,6 @@ import os
 import signal
 import threading
 
-
 from jaxnas import (checkpoints, distributed, objectives, plots, report, search, search_space,
                     workflows)
 from jaxnas.errors import UserError
