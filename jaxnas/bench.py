@@ -160,7 +160,7 @@ class JaxSide:
     engine = quantization.AqtInt8()
     self.int8 = engine.convert(model, params)
     self.int8_eval, self.compile_seconds['eval_int8'] = timed(
-        lambda: train.jit_eval_step(engine.serving_apply(model), ynn_fusions=True)
+        lambda: train.jit_eval_step(engine.serving_apply(model), served_int8=True)
         .lower(self.int8, batches[0]).compile())
     self.params = params
     memory = self.train_step.memory_analysis()

@@ -112,9 +112,9 @@ NO_YNN_FUSIONS = {
     'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'}
 
 
-def jit_eval_step(apply_fn: Callable, ynn_fusions: bool = False):
-  """`eval_step` of `apply_fn`, jitted; on a CPU without YNNPACK fusions unless asked."""
-  options = NO_YNN_FUSIONS if not ynn_fusions and jax.default_backend() == 'cpu' else None
+def jit_eval_step(apply_fn: Callable, served_int8: bool = False):
+  """`eval_step` of `apply_fn`, jitted; on a CPU, float models without YNNPACK fusions."""
+  options = NO_YNN_FUSIONS if not served_int8 and jax.default_backend() == 'cpu' else None
   return jax.jit(functools.partial(eval_step, apply_fn), compiler_options=options)
 
 
@@ -153,7 +153,7 @@ class Trainer:
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
     self._train_step = jax.jit(train_step, donate_argnums=0)
-    self._eval_steps = {}  # (apply_fn, ynn_fusions) -> jitted eval step, reused.
+    self._eval_steps = {}  # (apply_fn, served_int8) -> jitted eval step, reused.
 
   def steps_per_epoch(self, split) -> int:
     return len(input_pipeline.epoch_plan(split, self.batch_size, self.buckets, self.seed, 0))
@@ -211,25 +211,26 @@ class Trainer:
         checkpoints.close()  # Waits for pending writes, on success and on the way out alike.
     return state, epoch_losses, start
 
-  def eval_fn(self, apply_fn, ynn_fusions: bool = False):
+  def eval_fn(self, apply_fn, served_int8: bool = False):
     """The jitted `eval_step` of `apply_fn`, compiled once per batch shape."""
-    key = (apply_fn, ynn_fusions)
+    key = (apply_fn, served_int8)
     if key not in self._eval_steps:
-      self._eval_steps[key] = jit_eval_step(apply_fn, ynn_fusions)
+      self._eval_steps[key] = jit_eval_step(apply_fn, served_int8)
     return self._eval_steps[key]
 
   def evaluate(self, apply_fn, variables, split, description: str = 'eval',
-               time_batches: bool = False, ynn_fusions: bool = False) -> dict:
+               time_batches: bool = False, served_int8: bool = False) -> dict:
     """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`, and
     the `seconds` it took (compilation included).
 
     With `time_batches`, each batch is waited for and timed, and `ms_per_example` is the
     median time of a batch over its size: the model's latency on this device, measured on
     the evaluation itself. The first batch is left out when there are others, because it
-    may include compilation. `ynn_fusions`: see `NO_YNN_FUSIONS` (served int8 models want them).
+    may include compilation. `served_int8`: `apply_fn` serves an int8 model (see
+    `NO_YNN_FUSIONS`).
     """
     begin = time.perf_counter()
-    eval_fn = self.eval_fn(apply_fn, ynn_fusions)
+    eval_fn = self.eval_fn(apply_fn, served_int8)
     variables = jax.device_put(variables, self.replicated)
     plan = input_pipeline.epoch_plan(split, self.eval_batch_size, self.buckets, self.seed, 0,
                                      shuffle=False)

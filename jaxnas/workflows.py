@@ -174,10 +174,9 @@ def _quantize_and_score(exp, model, params, masks, description) -> CompressedMod
 
 def score_served_int8(exp: Experiment, model: BertClassifier, int8: dict,
                       description: str = 'eval int8') -> dict:
-  """Accuracy and latency of the served int8 form of `model` on the test split. Its eval
-  program keeps XLA's YNNPACK fusions, which int8 dots run faster with (`train.NO_YNN_FUSIONS`)."""
+  """Accuracy and latency of the served int8 form of `model` on the test split."""
   return exp.trainer.evaluate(exp.engine.serving_apply(model), int8, exp.test_split,
-                              description, time_batches=True, ynn_fusions=True)
+                              description, time_batches=True, served_int8=True)
 
 
 def compression_record(compressed: CompressedModel) -> dict:
