@@ -9,11 +9,18 @@
 import os
 import sys
 
+from jaxnas import hugepages
+
+if __name__ == '__main__':
+  hugepages.restart_with_huge_pages()  # Before the heavy imports, which a restart would redo.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxnas import distributed, runner
 from jaxnas.errors import UserError
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -22,9 +22,17 @@ Prints one JSON line per case. Cases:
     QAT), the scoring evaluations, all compilation, and everything else.
 
 Both sides tokenize with the same jaxnas tokenizer. PyTorch is a benchmark-only dependency
-(requirements-bench.txt).
+(requirements-bench.txt). The bench runs with huge pages (jaxnas/hugepages.py), as launch.py
+does; in one process, PyTorch gets them too. `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` turns
+them off for both sides.
 """
 
+from jaxnas import hugepages
+
+if __name__ == '__main__':
+  hugepages.restart_with_huge_pages()  # Before the heavy imports, which a restart would redo.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import collections
 import contextlib
 import dataclasses
@@ -46,6 +54,7 @@ import numpy as np
 from jaxnas import input_pipeline, models, quantization, train, workflows
 from jaxnas.models import Architecture
 from jaxnas.tokenizer import PAD_ID
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('cases', ['small', 'large', 'epoch', 'compile'], 'Cases to run, in order.')
