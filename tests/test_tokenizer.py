@@ -1,6 +1,6 @@
 import os
 
-from jaxnas import tokenizer
+from jaxnas import data, tokenizer
 
 
 def test_trains_bert_style_uncased_wordpiece_and_caches(test_config):
@@ -21,3 +21,14 @@ def test_trains_bert_style_uncased_wordpiece_and_caches(test_config):
   # Different training data: a new cache entry.
   tokenizer.get_tokenizer(config, ['zzz'] * 5, 'data-b')
   assert len(os.listdir(os.path.expanduser(config.cache_dir))) == 2
+
+
+
+def test_training_gives_the_same_ids_every_time(test_config):
+  # The trainer orders tokens of equal rank by hash-map order, which changes from one training
+  # to the next; the ids (embedding rows) must not, or the same seed trains another model.
+  test_config.data.train_size = 300
+  texts = data.texts_of(data.load_splits(test_config.data).train)
+  vocabs = [tokenizer.train_wordpiece(texts, vocab_size=500).get_vocab() for _ in range(4)]
+  assert all(vocab == vocabs[0] for vocab in vocabs[1:])
+  assert [vocabs[0][t] for t in tokenizer.SPECIAL_TOKENS] == list(range(5))
