@@ -25,8 +25,8 @@ def get_tokenizer(config, train_texts, data_description: str) -> tokenizers.Toke
     tokenizer = _from_hub(config.name)
   else:
     # 'ids=sorted': tokenizers cached before `train_wordpiece` fixed the ids are trained again.
-    key = hashlib.sha256(f'{data_description}|vocab={config.vocab_size}|ids=sorted'.encode())
-    key = key.hexdigest()
+    key_text = f'{data_description}|vocab={config.vocab_size}|ids=sorted'
+    key = hashlib.sha256(key_text.encode()).hexdigest()
     path = os.path.join(os.path.expanduser(config.cache_dir), f'wordpiece-{key[:16]}.json')
     tokenizer = _load_cached(path)
     if tokenizer is None:

@@ -23,7 +23,6 @@ def test_trains_bert_style_uncased_wordpiece_and_caches(test_config):
   assert len(os.listdir(os.path.expanduser(config.cache_dir))) == 2
 
 
-
 def test_training_gives_the_same_ids_every_time(test_config):
   # The trainer orders tokens of equal rank by hash-map order, which changes from one training
   # to the next; the ids (embedding rows) must not, or the same seed trains another model.
