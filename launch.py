@@ -37,6 +37,9 @@ _MAX_MODEL_BYTES = flags.DEFINE_integer(
     '(default: config.search.max_model_bytes; 0 = no limit).')
 _N_TRIALS = flags.DEFINE_integer('n_trials', None,
                                  'Complete trials per study (default: config.search.n_trials).')
+_REPEATS = flags.DEFINE_integer(
+    'repeats', 1, 'Independent studies per sampler or workflow, with seeds seed .. seed + '
+    'repeats - 1 (same data split); figures show their mean and spread.')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdir', 'Results, models, figures, study.db.')
 _STORAGE = flags.DEFINE_string('storage', '',
                                'Optuna storage URL (default: sqlite in the workdir).')
@@ -66,7 +69,8 @@ def main(argv):
       workflow=_WORKFLOW.value, sampler=_SAMPLER.value or config.search.sampler,
       n_trials=config.search.n_trials if _N_TRIALS.value is None else _N_TRIALS.value,
       workdir=_WORKDIR.value,
-      storage=_STORAGE.value, study_name=_STUDY_NAME.value, checkpoint=_CHECKPOINT.value)
+      storage=_STORAGE.value, study_name=_STUDY_NAME.value, checkpoint=_CHECKPOINT.value,
+      repeats=_REPEATS.value)
   stop_signals = runner.StopSignals()
   stop_signals.install()
   try:

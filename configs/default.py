@@ -23,6 +23,9 @@ def get_config():
   config.data.text_column = 'text'
   config.data.label_column = 'label'
   config.data.test_fraction = 0.5  # Split of the embedded 25k reviews (or of a local file).
+  # Taken from the training side, before `train_size` subsamples the rest: a count (>= 1), or
+  # a fraction (< 1) of the training side. Objectives and the best trial use it, never test.
+  config.data.validation_size = 1000.0
   config.data.train_size = 2000  # 0 = all.
   config.data.test_size = 500
   config.data.seed = 0  # Split and subsample seed.

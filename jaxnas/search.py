@@ -19,11 +19,12 @@ import warnings
 from typing import Callable
 
 import jax
+import numpy as np
 import optuna
 import sqlalchemy
 from tqdm import tqdm
 
-from jaxnas import checkpoints, distributed, objectives, search_space, workflows
+from jaxnas import checkpoints, distributed, objectives, search_space, stats, workflows
 from jaxnas.errors import UserError
 
 SAMPLERS = ('grid', 'random', 'tpe', 'nsga2')
@@ -39,11 +40,20 @@ WORKER = f'{socket.gethostname()}:{os.getpid()}'
 STARTED = datetime.datetime.now()  # Local and naive, like Optuna's trial times.
 
 
+class GridSampler(optuna.samplers.GridSampler):
+  """Optuna's grid sampler, less its `study.stop()` once every point was visited: outside
+  `Study.optimize` (this module asks and tells) that raises, and the trial loop stops at
+  `n_trials` by itself. Unvisited points are drawn in a seeded random order."""
+
+  def after_trial(self, study, trial, state, values):
+    del study, trial, state, values
+
+
 def make_sampler(name: str, seed: int, space: dict) -> optuna.samplers.BaseSampler:
   """Grid and random sampling ignore constraints (`Trial.set_constraint`); TPE and NSGA-II
   steer towards them."""
   if name == 'grid':
-    return optuna.samplers.GridSampler(search_space.grid_search_space(space), seed=seed)
+    return GridSampler(search_space.grid_search_space(space), seed=seed)
   if name == 'random':
     return optuna.samplers.RandomSampler(seed=seed)
   if name == 'tpe':
@@ -51,6 +61,10 @@ def make_sampler(name: str, seed: int, space: dict) -> optuna.samplers.BaseSampl
   if name == 'nsga2':
     return optuna.samplers.NSGAIISampler(seed=seed)
   raise UserError(f'unknown sampler {name!r}; use one of {", ".join(SAMPLERS)}')
+
+
+def sampler_seed(seed: int, n_trials_so_far: int) -> int:
+  return int(np.random.SeedSequence([seed, n_trials_so_far]).generate_state(1)[0])
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -143,21 +157,23 @@ class Heartbeat:
 
 def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_trials: int,
               storage: str, study_name: str, workdir: str,
-              on_trial_done: Callable[[optuna.Study], None]) -> optuna.Study | None:
+              on_trial_done: Callable[[optuna.Study], None],
+              identity_choices: bool = True) -> optuna.Study | None:
   """Runs trials until `n_trials` are finished (complete or pruned) in total, alone or with
   other workers.
 
   A rerun continues the study. Workers sharing a storage never start more trials than are
   missing, never evaluate the same parameters twice, and take over dead workers' trials.
   In a multi-process run, process 0 runs this loop and the other processes follow it; they
-  return None.
+  return None. `identity_choices`: whether the Linear/Identity choices are searched (never
+  by the grid, see search_space.py).
   """
   space = search_space.validate_space(exp.config.search.space)
   if sampler_name == 'grid' and n_trials > search_space.grid_size(space):
     raise UserError(f'the grid has {search_space.grid_size(space)} points; '
                     f'--n_trials={n_trials} is more')
   suggest = functools.partial(search_space.suggest_architecture, space=space,
-                              with_identity_choices=sampler_name != 'grid')
+                              with_identity_choices=identity_choices and sampler_name != 'grid')
   if not distributed.is_leader():
     return follow_study(exp, workflow, suggest, workdir, study_name)
   cfg = exp.config.search
@@ -166,8 +182,10 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
   pruner = None if goals.multi else make_pruner(cfg.pruner)
   study = open_study(storage, study_name, None, goals.directions, pruner,
                      cfg.heartbeat_seconds, cfg.grace_seconds)
-  # Seeded by the trials so far: a rerun does not replay the random draws of the first run.
-  study.sampler = make_sampler(sampler_name, exp.config.seed + len(study.trials), space)
+  # Seeded by the trials so far: a rerun does not replay the random draws of the first run
+  # (and repeats with seeds s and s + 1 never share a stream).
+  study.sampler = make_sampler(sampler_name, sampler_seed(exp.config.seed, len(study.trials)),
+                               space)
   with tqdm(total=n_trials, initial=min(len(finished(study)), n_trials), unit='trial',
             desc=f'{workflow}/{sampler_name}') as bar:
     while True:
@@ -201,7 +219,7 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
         if goals.max_model_bytes:
           trial.set_constraint('max_model_bytes', goals.constraints(record))
         state, values = COMPLETE, goals.values(value, record)
-        line = summary_line(trial.number, value, record)
+        line = summary_line(trial.number, record)
       try:
         study.tell(trial, values, state=state)
       except FINISHED_ERRORS:
@@ -257,6 +275,7 @@ def train_and_save(exp: workflows.Experiment, arch, workflow: str, workdir: str,
   record['num_processes'] = jax.process_count()
   checkpoints.save_model(record['model_dir'], arch=arch, model_settings=exp.model_settings(),
                          float_params=trained.params, tokenizer=exp.tokenizer,
+                         data_config=exp.config.data.to_dict(),
                          int8=compressed.int8, metrics=record)
   return value, record
 
@@ -361,13 +380,19 @@ def best_model_dir(workdir: str, study_name: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'best_model', study_name)
 
 
-def summary_line(number: int, value: float, record: dict) -> str:
+def summary_line(number: int, record: dict) -> str:
+  """One line per finished trial: each accuracy named by its model form and split."""
   arch = record['architecture']
   identity = f' identity={len(arch["identity"])}' if arch['identity'] else ''
-  return (f'trial {number}: value={value:.4f} float={record["float_accuracy"]:.4f} '
-          f'int8={record["compressed_accuracy"]:.4f} | L={arch["num_layers"]} '
+  before = record.get('int8_validation_accuracy_before_retrain')
+  int8 = (f'int8 before/after QAT {before:.3f}/{record["int8_validation_accuracy"]:.3f}'
+          if before is not None else f'int8 {record["int8_validation_accuracy"]:.3f}')
+  return (f'trial {number}: validation (n={record["n_validation"]}): '
+          f'float {record["float_validation_accuracy"]:.3f}, {int8} | test (n='
+          f'{record["n_test"]}): {record["test_accuracy"]:.3f} [{record["test_accuracy_interval"][0]:.3f}, '
+          f'{record["test_accuracy_interval"][1]:.3f}] | L={arch["num_layers"]} '
           f'H={arch["num_heads"]} d={arch["hidden_size"]} ff={arch["intermediate_size"]}'
-          f'{identity} params={record["n_params"]:,} train={record["train_seconds"]:.1f}s')
+          f'{identity} params={record["n_params"]:,} {record["trial_seconds"]:.0f}s')
 
 
 def trial_records(study: optuna.Study) -> list[dict]:
@@ -407,10 +432,21 @@ def writes_final_results(study: optuna.Study) -> bool:
 
 
 def study_results(study: optuna.Study, workflow: str, sampler: str, workdir: str,
-                  goals: objectives.Objectives) -> dict:
+                  goals: objectives.Objectives, exp: workflows.Experiment,
+                  identity_choices: bool = True) -> dict:
+  """The study's results.json record; every accuracy that selects is a validation accuracy."""
   best = best_trial(study, goals)
+  space = search_space.validate_space(exp.config.search.space)
   results = {
       'workflow': workflow, 'sampler': sampler, 'study_name': study.study_name,
+      'seed': exp.config.seed,
+      'search_space': {**space, 'identity_choices': identity_choices and sampler != 'grid',
+                       'grid_points': search_space.grid_size(space) if sampler == 'grid'
+                                      else None},
+      'n_validation': len(exp.validation_split), 'n_test': len(exp.test_split),
+      'majority_class_accuracy': stats.majority_class_accuracy(exp.test_split.labels),
+      'validation_majority_class_accuracy':
+          stats.majority_class_accuracy(exp.validation_split.labels),
       'objectives': list(goals.names), 'max_model_bytes': goals.max_model_bytes or None,
       'n_complete': len(completed(study)),
       'n_pruned': len(study.get_trials(deepcopy=False, states=(PRUNED,))),

@@ -5,6 +5,7 @@ parameters, optimizer state and pruning masks are replicated. One jitted program
 length.
 """
 
+import copy
 import functools
 import time
 from typing import Any, Callable, Optional
@@ -98,9 +99,10 @@ def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
 
 
 def eval_step(apply_fn: Callable, variables: Any, batch: dict) -> dict:
+  """The batch's summed loss and each row's predicted class (padding rows included)."""
   logits = apply_fn(variables, batch['input_ids'], deterministic=True)
-  loss_sum, correct, count = weighted_loss_and_correct(logits, batch)
-  return {'loss_sum': loss_sum, 'correct': correct, 'count': count}
+  loss_sum, _, _ = weighted_loss_and_correct(logits, batch)
+  return {'loss_sum': loss_sum, 'predictions': jnp.argmax(logits, -1).astype(jnp.int32)}
 
 
 # XLA on CPU hands whole blocks, e.g. an attention's matmul, softmax and matmul, to YNNPACK
@@ -112,10 +114,15 @@ NO_YNN_FUSIONS = {
     'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'}
 
 
-def jit_eval_step(apply_fn: Callable, served_int8: bool = False):
-  """`eval_step` of `apply_fn`, jitted; on a CPU, float models without YNNPACK fusions."""
+def jit_eval_step(apply_fn: Callable, served_int8: bool = False,
+                  out_shardings: Optional[NamedSharding] = None):
+  """`eval_step` of `apply_fn`, jitted; on a CPU, float models without YNNPACK fusions.
+
+  `out_shardings` replicated gathers each row's prediction onto every process.
+  """
   options = NO_YNN_FUSIONS if not served_int8 and jax.default_backend() == 'cpu' else None
-  return jax.jit(functools.partial(eval_step, apply_fn), compiler_options=options)
+  return jax.jit(functools.partial(eval_step, apply_fn), compiler_options=options,
+                 out_shardings=out_shardings)
 
 
 def create_train_state(model, params, config, num_steps: int, rng: jax.Array,
@@ -155,6 +162,12 @@ class Trainer:
     self._train_step = jax.jit(train_step, donate_argnums=0)
     self._eval_steps = {}  # (apply_fn, served_int8) -> jitted eval step, reused.
 
+  def with_seed(self, seed: int) -> 'Trainer':
+    """This trainer with another data-order seed; it shares the compiled steps."""
+    trainer = copy.copy(self)
+    trainer.seed = seed
+    return trainer
+
   def steps_per_epoch(self, split) -> int:
     return len(input_pipeline.epoch_plan(split, self.batch_size, self.buckets, self.seed, 0))
 
@@ -164,18 +177,22 @@ class Trainer:
     return jax.tree.map(lambda x: jax.make_array_from_callback(
         x.shape, self.data_sharding, lambda index: x[index]), batch)
 
-  def fit(self, state: TrainState, split, num_epochs: int, description: str = 'train',
+  def num_steps(self, split, num_epochs: float) -> int:
+    """Steps of `num_epochs` epochs (a fraction of an epoch runs its first steps)."""
+    return max(1, round(self.steps_per_epoch(split) * num_epochs))
+
+  def fit(self, state: TrainState, split, num_epochs: float, description: str = 'train',
           checkpoints=None, after_step: Optional[Callable[[TrainState], None]] = None):
     """Trains `state` to the end of `num_epochs`, resuming from `checkpoints` if they hold any.
 
     With `checkpoints` (a `checkpoints.TrainingCheckpoints`), the state is saved periodically,
     at the end, and before raising KeyboardInterrupt when `stop_requested()` turns true.
     `after_step(state)` runs after every step (and may raise to stop training).
-    Returns the final state, the mean loss of each epoch finished here, and the step it
-    started from (0 unless resumed).
+    Returns the final state, the mean loss of each epoch (or last part of one) finished here,
+    and the step it started from (0 unless resumed).
     """
     steps_per_epoch = self.steps_per_epoch(split)
-    total = steps_per_epoch * num_epochs
+    total = self.num_steps(split, num_epochs)
     state = jax.device_put(state, self.replicated)
     if checkpoints is not None:
       state = checkpoints.restore_latest(state)
@@ -200,7 +217,7 @@ class Trainer:
             raise KeyboardInterrupt
           if after_step is not None:
             after_step(state)
-          if index == steps_per_epoch - 1:
+          if index == steps_per_epoch - 1 or step == total - 1:
             epoch_losses.append(float(np.mean(jax.device_get(losses))))
             bar.set_postfix(loss=f'{epoch_losses[-1]:.4f}')
             losses = []
@@ -215,13 +232,14 @@ class Trainer:
     """The jitted `eval_step` of `apply_fn`, compiled once per batch shape."""
     key = (apply_fn, served_int8)
     if key not in self._eval_steps:
-      self._eval_steps[key] = jit_eval_step(apply_fn, served_int8)
+      self._eval_steps[key] = jit_eval_step(apply_fn, served_int8, self.replicated)
     return self._eval_steps[key]
 
   def evaluate(self, apply_fn, variables, split, description: str = 'eval',
                time_batches: bool = False, served_int8: bool = False) -> dict:
-    """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`, and
-    the `seconds` it took (compilation included).
+    """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`,
+    `correct` (whether each example, in split order, was classified right), `n` and the
+    `seconds` it took (compilation included).
 
     With `time_batches`, each batch is waited for and timed, and `ms_per_example` is the
     median time of a batch over its size: the model's latency on this device, measured on
@@ -244,11 +262,14 @@ class Trainer:
       if time_batches:
         jax.block_until_ready(outputs[-1])
         seconds.append(time.perf_counter() - start)
-    totals = {k: float(np.sum([o[k] for o in jax.device_get(outputs)])) for k in outputs[0]}
-    count = max(totals['count'], 1.0)
-    metrics = {'accuracy': float(totals['correct']) / count,
-               'loss': float(totals['loss_sum']) / count,
-               'seconds': time.perf_counter() - begin}
+    predictions = np.zeros(len(split), np.int32)
+    loss_sum = 0.0
+    for indices, output in zip(plan, jax.device_get(outputs)):
+      predictions[indices] = output['predictions'][:len(indices)]
+      loss_sum += float(output['loss_sum'])
+    correct = predictions == split.labels
+    metrics = {'accuracy': float(np.mean(correct)), 'loss': loss_sum / len(split),
+               'correct': correct, 'n': len(split), 'seconds': time.perf_counter() - begin}
     if time_batches:
       metrics['ms_per_example'] = (1000 * float(np.median(seconds[1:] or seconds))
                                    / self.eval_batch_size)

@@ -4,6 +4,10 @@
             architecture after the search);
   compress: train, prune + quantize, score the served int8 model without further training;
   retrain:  like compress, then post-compression training (QAT with fixed masks) and score.
+
+The objective is measured on the validation split, and so is everything that selects (the
+pruner's reports). The test split is scored once, at the end of a trial, for the float model
+and the final served int8 model; the sampler never sees it.
 """
 
 import collections
@@ -16,7 +20,7 @@ import jax
 import numpy as np
 
 from jaxnas import (checkpoints, data, distributed, input_pipeline, pruning, quantization,
-                    tokenizer, train)
+                    stats, tokenizer, train)
 from jaxnas.models import Architecture, BertClassifier, count_params, init_params
 
 WORKFLOWS = ('baseline', 'compress', 'retrain')
@@ -28,6 +32,7 @@ class Experiment:
   config: object
   tokenizer: object
   train_split: input_pipeline.EncodedSplit
+  validation_split: input_pipeline.EncodedSplit
   test_split: input_pipeline.EncodedSplit
   trainer: train.Trainer
   num_classes: int
@@ -45,6 +50,15 @@ class Experiment:
   def build_model(self, arch: Architecture) -> BertClassifier:
     return BertClassifier(arch, **self.model_settings())
 
+  def with_seed(self, seed: int) -> 'Experiment':
+    """The same data and splits with another model-init, dropout, data-order and sampler
+    seed (a repeat of a study)."""
+    if seed == self.config.seed:
+      return self
+    config = self.config.copy_and_resolve_references()
+    config.seed = seed
+    return dataclasses.replace(self, config=config, trainer=self.trainer.with_seed(seed))
+
 
 def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = True,
                        stop_requested=lambda: False) -> Experiment:
@@ -57,14 +71,16 @@ def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = T
                                   splits.description)
   encode = lambda split: input_pipeline.EncodedSplit(
       tokenizer.encode(tok, data.texts_of(split)), data.labels_of(split).astype(np.int32))
-  train_split, test_split = encode(splits.train), encode(splits.test)
+  train_split, validation_split, test_split = (
+      encode(splits.train), encode(splits.validation), encode(splits.test))
   buckets = input_pipeline.bucket_lengths([len(ids) for ids in train_split.token_ids],
                                           config.tokenizer.max_length, config.data.num_buckets)
   trainer = train.Trainer(config.train.batch_size, config.train.eval_batch_size, buckets,
                           seed=config.seed, show_progress=show_progress,
                           stop_requested=distributed.agreed(stop_requested))
-  num_classes = int(max(data.labels_of(splits.train).max(), data.labels_of(splits.test).max())) + 1
-  return Experiment(config, tok, train_split, test_split, trainer,
+  num_classes = int(max(split.labels.max()
+                        for split in (train_split, validation_split, test_split))) + 1
+  return Experiment(config, tok, train_split, validation_split, test_split, trainer,
                     num_classes, quantization.get_engine(config.compression.quant_engine),
                     stop_requested)
 
@@ -73,7 +89,6 @@ def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = T
 class TrainedModel:
   model: BertClassifier
   params: object
-  accuracy: float
 
 
 def _phase_checkpoints(exp: Experiment, checkpoint_dir: str, phase: str):
@@ -91,7 +106,7 @@ def train_float(exp: Experiment, arch: Architecture, checkpoint_dir: str = '',
   model = exp.build_model(arch)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   params = init_params(model, init_rng)
-  num_steps = exp.trainer.steps_per_epoch(exp.train_split) * config.train.epochs
+  num_steps = exp.trainer.num_steps(exp.train_split, config.train.epochs)
   state = train.create_train_state(model, params, config.train, num_steps, dropout_rng,
                                    sharding=exp.trainer.replicated)
   every = config.search.report_every_steps
@@ -99,7 +114,8 @@ def train_float(exp: Experiment, arch: Architecture, checkpoint_dir: str = '',
   def after_step(state):
     if report is not None and every and int(state.step) % every == 0:
       report(int(state.step), exp.trainer.evaluate(
-          model.apply, {'params': state.params}, exp.test_split, 'eval (pruner)')['accuracy'])
+          model.apply, {'params': state.params}, exp.validation_split,
+          'validation (pruner)')['accuracy'])
 
   start = time.perf_counter()
   state, losses, start_step = exp.trainer.fit(
@@ -107,15 +123,23 @@ def train_float(exp: Experiment, arch: Architecture, checkpoint_dir: str = '',
       _phase_checkpoints(exp, checkpoint_dir, 'float'), after_step)
   jax.block_until_ready(state.params)
   train_seconds = time.perf_counter() - start
-  metrics = exp.trainer.evaluate(model.apply, {'params': state.params}, exp.test_split,
-                                 'eval float')
-  accuracy = metrics['accuracy']
-  record = {'float_accuracy': accuracy, 'n_params': count_params(state.params),
+  trained = TrainedModel(model, state.params)
+  validation, test = score_float(exp, trained, exp.validation_split), score_float(exp, trained)
+  record = {'float_validation_accuracy': validation['accuracy'],
+            'n_params': count_params(state.params),
             'float_model_bytes': quantization.tree_bytes(state.params),
-            'train_seconds': train_seconds, 'eval_seconds': metrics['seconds'],
-            'train_losses': losses,
-            'resumed_from_step': {'float': start_step}}
-  return TrainedModel(model, state.params, accuracy), record
+            'train_seconds': train_seconds,
+            'eval_seconds': validation['seconds'] + test['seconds'],
+            'train_losses': losses, 'resumed_from_step': {'float': start_step}}
+  return trained, record, test
+
+
+def score_float(exp: Experiment, trained: TrainedModel, split=None) -> dict:
+  """Metrics of the float model on `split` (the test split by default)."""
+  split = exp.test_split if split is None else split
+  name = 'test' if split is exp.test_split else 'validation'
+  return exp.trainer.evaluate(trained.model.apply, {'params': trained.params}, split,
+                              f'{name} float')
 
 
 @dataclasses.dataclass
@@ -124,7 +148,7 @@ class CompressedModel:
   params: object  # Float parameters with pruned weights exactly zero.
   masks: dict
   int8: dict  # The stored int8 form (quantization engine's `convert`).
-  accuracy: float  # Of the served int8 model.
+  accuracy: float  # Of the served int8 model, on the validation split.
   latency_ms_per_example: float  # Of the served int8 model on this device, while scored.
   eval_seconds: float  # The scoring evaluation's wall time, its compilation included.
 
@@ -135,7 +159,7 @@ def compress(exp: Experiment, trained: TrainedModel) -> CompressedModel:
   masks = pruning.magnitude_masks(trained.params, cfg.weight_sparsity, cfg.prune_scope)
   model = trained.model.clone(activation_sparsity=cfg.activation_sparsity)
   return _quantize_and_score(exp, model, train.apply_masks(trained.params, masks), masks,
-                             'eval int8')
+                             'validation int8')
 
 
 def post_compression_training(exp: Experiment, compressed: CompressedModel,
@@ -147,7 +171,7 @@ def post_compression_training(exp: Experiment, compressed: CompressedModel,
   """
   cfg, config = exp.config.compression, exp.config
   qat_model = exp.engine.training_model(compressed.model)
-  num_steps = exp.trainer.steps_per_epoch(exp.train_split) * cfg.retrain_epochs
+  num_steps = exp.trainer.num_steps(exp.train_split, cfg.retrain_epochs)
   train_config = config.train.copy_and_resolve_references()
   train_config.learning_rate = cfg.retrain_learning_rate
   dropout_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
@@ -161,26 +185,35 @@ def post_compression_training(exp: Experiment, compressed: CompressedModel,
   jax.block_until_ready(state.params)
   record = {'retrain_seconds': time.perf_counter() - start, 'resumed_from_step': start_step}
   retrained = _quantize_and_score(exp, compressed.model, state.params, compressed.masks,
-                                  'eval int8 retrained')
+                                  'validation int8 retrained')
   return retrained, record
 
 
 def _quantize_and_score(exp, model, params, masks, description) -> CompressedModel:
   int8 = exp.engine.convert(model, params)
-  metrics = score_served_int8(exp, model, int8, description)
+  metrics = score_served_int8(exp, model, int8, exp.validation_split, description)
   return CompressedModel(model, params, masks, int8, metrics['accuracy'],
                          metrics['ms_per_example'], metrics['seconds'])
 
 
-def score_served_int8(exp: Experiment, model: BertClassifier, int8: dict,
-                      description: str = 'eval int8') -> dict:
-  """Accuracy and latency of the served int8 form of `model` on the test split."""
-  return exp.trainer.evaluate(exp.engine.serving_apply(model), int8, exp.test_split,
+def score_served_int8(exp: Experiment, model: BertClassifier, int8: dict, split=None,
+                      description: str = 'test int8') -> dict:
+  """Accuracy and latency of the served int8 form of `model` on `split` (default: test)."""
+  return exp.trainer.evaluate(exp.engine.serving_apply(model), int8,
+                              exp.test_split if split is None else split,
                               description, time_batches=True, served_int8=True)
 
 
+def test_record(metrics: dict, prefix: str = '') -> dict:
+  """`test_accuracy` and its 95% Wilson interval from one model's test metrics."""
+  correct = metrics['correct']
+  return {f'{prefix}test_accuracy': metrics['accuracy'],
+          f'{prefix}test_accuracy_interval': stats.wilson_interval(int(correct.sum()),
+                                                                   len(correct))}
+
+
 def compression_record(compressed: CompressedModel) -> dict:
-  return {'compressed_accuracy': compressed.accuracy,
+  return {'int8_validation_accuracy': compressed.accuracy,
           'sparsity': pruning.measured_sparsity(compressed.params)['overall'],
           'model_bytes': quantization.tree_bytes(compressed.int8),
           'latency_ms_per_example': compressed.latency_ms_per_example}
@@ -247,18 +280,42 @@ def run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_dir
 
 def _run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_dir: str = '',
                report: Optional[Callable[[int, float], None]] = None):
-  trained, record = train_float(exp, arch, checkpoint_dir, report)
+  trained, record, float_test = train_float(exp, arch, checkpoint_dir, report)
   compressed = compress(exp, trained)
   record.update(compression_record(compressed))
   record['eval_seconds'] += compressed.eval_seconds
   if workflow == 'retrain':
-    record['accuracy_before_retrain'] = compressed.accuracy
+    record['int8_validation_accuracy_before_retrain'] = compressed.accuracy
     compressed, retrain_record = post_compression_training(exp, compressed, checkpoint_dir)
     record['resumed_from_step']['retrain'] = retrain_record.pop('resumed_from_step')
     record.update(retrain_record, **compression_record(compressed))
     record['eval_seconds'] += compressed.eval_seconds
-  objective = trained.accuracy if workflow == 'baseline' else compressed.accuracy
+  int8_test = score_served_int8(exp, compressed.model, compressed.int8)
+  record['eval_seconds'] += int8_test['seconds']
+  if workflow == 'baseline':
+    objective, test = record['float_validation_accuracy'], float_test
+  else:
+    objective, test = compressed.accuracy, int8_test
+  record.update(validation_accuracy=objective, **test_record(test),
+                **test_record(float_test, 'float_'), **test_record(int8_test, 'int8_'),
+                n_validation=len(exp.validation_split), n_test=len(exp.test_split),
+                test_correct=stats.pack_correct(test['correct']))
   return objective, record, trained, compressed
+
+
+def compress_and_score(exp: Experiment, trained: TrainedModel, retrain: bool) -> dict:
+  """Compresses `trained` and scores the served int8 model on validation and test, and with
+  `retrain` also after post-compression training (keys `retrained_...`)."""
+  compressed = compress(exp, trained)
+  record = {**compression_record(compressed),
+            **test_record(score_served_int8(exp, compressed.model, compressed.int8), 'int8_')}
+  if retrain:
+    retrained, _ = post_compression_training(exp, compressed)
+    retrained_record = {
+        **compression_record(retrained),
+        **test_record(score_served_int8(exp, retrained.model, retrained.int8), 'int8_')}
+    record.update({f'retrained_{k}': v for k, v in retrained_record.items()})
+  return record
 
 
 def compare_engines(exp: Experiment, trained: TrainedModel,
@@ -269,14 +326,10 @@ def compare_engines(exp: Experiment, trained: TrainedModel,
   model and the engines alone differ. With `retrain`, each engine also runs its own
   post-compression training (QAT from the same start) and is scored again.
   """
-  results = {'float_accuracy': trained.accuracy,
+  results = {**test_record(score_float(exp, trained), 'float_'),
              'float_model_bytes': quantization.tree_bytes(trained.params), 'engines': {}}
   for name in engines:
     engine_exp = dataclasses.replace(exp, engine=quantization.get_engine(name))
-    compressed = compress(engine_exp, trained)
-    record = compression_record(compressed)
-    if retrain:
-      retrained, _ = post_compression_training(engine_exp, compressed)
-      record.update({f'retrained_{k}': v for k, v in compression_record(retrained).items()})
+    record = compress_and_score(engine_exp, trained, retrain)
     results['engines'][name] = record
   return results

@@ -27,7 +27,7 @@ def test_int8_checkpoint_is_about_4x_smaller(tmp_path):
   ratio = quantization.tree_bytes(params) / quantization.tree_bytes(int8)
   assert 3.5 < ratio <= 4.0
   checkpoints.save_model(str(tmp_path / 'm'), arch=arch, model_settings={}, float_params=params,
-                         tokenizer=_tokenizer(), int8=int8)
+                         tokenizer=_tokenizer(), data_config={}, int8=int8)
   restored = checkpoints.load_model(str(tmp_path / 'm'))['int8']
   for path, q in restored['int8'].items():
     assert q['qvalue'].dtype == np.int8, path
@@ -100,6 +100,7 @@ def _experiment(test_config):
   config.compression.update(retrain_epochs=3, retrain_learning_rate=1e-3, weight_sparsity=0.85)
   trainer = train.Trainer(16, 64, (16,), seed=0, show_progress=False)
   return workflows.Experiment(config, tokenizer=None, train_split=split,
+                              validation_split=toy_split(128, seed=2, length=16),
                               test_split=toy_split(256, seed=1, length=16), trainer=trainer,
                               num_classes=2, engine=quantization.AqtInt8())
 
@@ -110,8 +111,8 @@ def test_post_compression_training_recovers_accuracy_and_keeps_masks(test_config
       vocab_size=40, max_length=16, num_classes=2, dropout_rate=0.0,
       attention_dropout_rate=0.0))
   arch = Architecture(2, 2, 32, 64)
-  trained, record = workflows.train_float(exp, arch)
-  assert record['float_accuracy'] > 0.9
+  trained, record, test = workflows.train_float(exp, arch)
+  assert record['float_validation_accuracy'] > 0.9 and test['accuracy'] > 0.9
   compressed = workflows.compress(exp, trained)
   retrained, _ = workflows.post_compression_training(exp, compressed)
   assert retrained.accuracy > compressed.accuracy + 0.05

@@ -7,21 +7,39 @@ from jaxnas import data
 from jaxnas.errors import UserError
 
 
-def test_embedded_split_is_stratified_deterministic_and_subsampled(test_config):
+def test_embedded_splits_are_deduplicated_disjoint_stratified_and_subsampled(test_config):
   config = test_config.data
-  config.train_size, config.test_size = 0, 0
+  config.update(source='embedded', test_fraction=0.5, validation_size=1000.0, train_size=0,
+                test_size=0)
   full = data.load_splits(config)
-  assert (len(full.train), len(full.test)) == (12500, 12500)
-  for split in (full.train, full.test):
-    assert np.bincount(data.labels_of(split)).tolist() == [6250, 6250]
+  # 92 texts occur more than once among the 25,000 reviews: 96 rows repeat an earlier one.
+  assert full.duplicates_dropped == 96
+  assert (len(full.train), len(full.validation), len(full.test)) == (11452, 1000, 12452)
+  texts = [set(data.texts_of(split)) for split in (full.train, full.validation, full.test)]
+  assert sum(map(len, texts)) == len(set().union(*texts)) == 25000 - 96  # Disjoint.
+  positive = [np.mean(data.labels_of(split)) for split in (full.train, full.validation, full.test)]
+  assert max(positive) - min(positive) < 0.002  # Stratified: the same share of each label.
   again = data.load_splits(config)
-  assert data.texts_of(again.train)[:5] == data.texts_of(full.train)[:5]
+  assert data.texts_of(again.validation) == data.texts_of(full.validation)
   config.train_size, config.test_size = 300, 100
   small = data.load_splits(config)
-  assert (len(small.train), len(small.test)) == (300, 100)
-  assert set(data.texts_of(small.train)) <= set(data.texts_of(full.train))
+  assert (len(small.train), len(small.validation), len(small.test)) == (300, 1000, 100)
+  assert set(data.texts_of(small.train)) <= texts[0]
+  assert data.texts_of(small.validation) == data.texts_of(full.validation)
+  config.validation_size = 0.1
+  assert len(data.load_splits(config).validation) == 1246  # A tenth of each label (12,452).
   config.seed = 1
   assert data.texts_of(data.load_splits(config).train) != data.texts_of(small.train)
+
+
+@pytest.mark.parametrize('size, message', [(0.0, 'a count'), (2.5, 'a whole number'),
+                                           (40.0, 'leaves no training data')])
+def test_bad_validation_size(tmp_path, test_config, size, message):
+  rows = {'text': [f'text number {i}' for i in range(40)], 'label': [i % 2 for i in range(40)]}
+  config = test_config.data
+  config.update(train_path=_write_csv(tmp_path / 'd.csv', rows), validation_size=size)
+  with pytest.raises(UserError, match=message):
+    data.load_splits(config)
 
 
 def _write_csv(path, rows):
@@ -33,21 +51,29 @@ def test_local_csv_with_custom_columns(tmp_path, test_config):
   rows = {'review': [f'text number {i}' for i in range(40)], 'y': [i % 2 for i in range(40)]}
   config = test_config.data
   config.update(source='local', train_path=_write_csv(tmp_path / 'd.csv', rows),
-                text_column='review', label_column='y', train_size=0, test_size=0)
+                text_column='review', label_column='y', test_fraction=0.5,
+                validation_size=4.0, train_size=0, test_size=0)
   splits = data.load_splits(config)
-  assert (len(splits.train), len(splits.test)) == (20, 20)
+  assert (len(splits.train), len(splits.validation), len(splits.test)) == (16, 4, 20)
   assert splits.train.column_names == ['text', 'label']
 
 
 def test_local_parquet_and_json_with_test_file(tmp_path, test_config):
   frame = pd.DataFrame({'text': ['good', 'bad', 'fine', 'awful'], 'label': [1, 0, 1, 0]})
   frame.to_parquet(tmp_path / 'train.parquet')
-  frame.to_json(tmp_path / 'test.jsonl', orient='records', lines=True)
+  frame.to_json(tmp_path / 'other.jsonl', orient='records', lines=True)
+  other = pd.DataFrame({'text': ['good film', 'bad film', 'fine film', 'awful film'],
+                        'label': [1, 0, 1, 0]})
+  other.to_json(tmp_path / 'test.jsonl', orient='records', lines=True)
   config = test_config.data
   config.update(source='local', train_path=str(tmp_path / 'train.parquet'),
-                test_path=str(tmp_path / 'test.jsonl'), train_size=0, test_size=0)
+                test_path=str(tmp_path / 'test.jsonl'), validation_size=2.0, train_size=0,
+                test_size=0)
   splits = data.load_splits(config)
-  assert (len(splits.train), len(splits.test)) == (4, 4)
+  assert (len(splits.train), len(splits.validation), len(splits.test)) == (2, 2, 4)
+  config.test_path = str(tmp_path / 'other.jsonl')  # The same texts: none left to train on.
+  with pytest.raises(UserError, match='fewer than two classes'):
+    data.load_splits(config)
 
 
 @pytest.mark.parametrize('rows, columns, message', [
@@ -79,17 +105,21 @@ def test_empty_split_and_unknown_source(tmp_path, test_config):
 
 def test_hub_path_uses_published_splits(monkeypatch, test_config):
   published = datasets.DatasetDict({
-      'train': datasets.Dataset.from_dict({'text': ['a', 'b', 'c'], 'label': [0, 1, 0]}),
+      'train': datasets.Dataset.from_dict({'text': ['a', 'b', 'c', 'a', 'd'],
+                                           'label': [0, 1, 0, 0, 1]}),
       'test': datasets.Dataset.from_dict({'text': ['d', 'e'], 'label': [1, 0]}),
       'unsupervised': datasets.Dataset.from_dict({'text': ['f'], 'label': [-1]}),
   })
   requested = []
   monkeypatch.setattr(datasets, 'load_dataset', lambda name: requested.append(name) or published)
   config = test_config.data
-  config.update(source='imdb', train_size=0, test_size=0)
+  config.update(source='imdb', validation_size=1.0, train_size=0, test_size=0)
   splits = data.load_splits(config)
   assert requested == ['imdb']
-  assert data.texts_of(splits.train) == ['a', 'b', 'c'] and data.texts_of(splits.test) == ['d', 'e']
+  # The repeated 'a', and 'd' (also a test review), are dropped from training.
+  assert splits.duplicates_dropped == 2
+  assert sorted(data.texts_of(splits.train) + data.texts_of(splits.validation)) == ['a', 'b', 'c']
+  assert len(splits.validation) == 1 and data.texts_of(splits.test) == ['d', 'e']
 
 
 def test_hub_failure_is_one_clear_error(monkeypatch, test_config):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -38,6 +39,22 @@ def spec(tmp_path, workflow, sampler='tpe', n_trials=2):
                         workdir=str(tmp_path), storage='', study_name='test')
 
 
+TRIAL_FIELDS = ('value', 'validation_accuracy', 'test_accuracy', 'test_accuracy_interval',
+                'float_test_accuracy', 'n_validation', 'n_test')
+
+
+def check_accuracy_fields(record, n_validation=60, n_test=100):
+  """The fields every trial and `best` carry: the validation objective, the test accuracy
+  with its 95% interval, and both sample sizes."""
+  assert all(record[key] is not None for key in TRIAL_FIELDS)
+  assert record['value'] == record['validation_accuracy']
+  low, high = record['test_accuracy_interval']
+  assert low <= record['test_accuracy'] <= high and 0 < high - low < 0.3
+  assert (record['n_validation'], record['n_test']) == (n_validation, n_test)
+  assert len(record['test_correct']) == n_test
+  assert record['test_correct'].count('1') == round(record['test_accuracy'] * n_test)
+
+
 def test_baseline_search_records_trials_and_resumes_to_the_total(tmp_path, test_config):
   runner.run(spec(tmp_path, 'baseline', sampler='grid', n_trials=2), test_config)
   results = json.loads((tmp_path / 'results.json').read_text())
@@ -49,6 +66,8 @@ def test_baseline_search_records_trials_and_resumes_to_the_total(tmp_path, test_
   assert [t['state'] for t in trials] == ['COMPLETE'] * 3  # Continued to 3, not 2 more.
   assert trials[:2] == first_two
   assert len({json.dumps(t['params'], sort_keys=True) for t in trials}) == 3
+  assert results['majority_class_accuracy'] == 0.5  # The easy reviews are balanced.
+  assert results['search_space']['identity_choices'] is False  # The grid: sizes only.
   for t in trials:
     arch = Architecture.from_dict(t['architecture'])
     model = BertClassifier(arch, **json.loads(
@@ -57,25 +76,73 @@ def test_baseline_search_records_trials_and_resumes_to_the_total(tmp_path, test_
     import jax  # pylint: disable=g-import-not-at-top
     shapes = jax.eval_shape(model.init, jax.random.key(0), jax.numpy.ones((1, 8), 'int32'))
     assert t['n_params'] == count_params(shapes['params'])
-    for key in ('value', 'train_seconds', 'float_accuracy', 'compressed_accuracy', 'sparsity',
+    check_accuracy_fields(t)
+    for key in ('train_seconds', 'int8_validation_accuracy', 'int8_test_accuracy', 'sparsity',
                 'model_bytes', 'float_model_bytes', 'latency_ms_per_example'):
       assert t[key] is not None
     assert 0 < t['compile_seconds'] < t['trial_seconds']
-    assert t['value'] == t['float_accuracy']
+    assert t['value'] == t['float_validation_accuracy']
+    assert t['test_accuracy'] == t['float_test_accuracy']
     assert t['model_bytes'] < t['float_model_bytes'] / 3
-  post = results['post_compression']
-  assert post['trial'] == results['best']['number']
-  assert 0 <= post['compressed_accuracy'] <= 1 and 0 <= post['retrained_compressed_accuracy'] <= 1
-  assert (tmp_path / 'best_so_far.png').stat().st_size > 0
   best = results['best']
+  check_accuracy_fields(best)
+  assert best['value'] == max(t['value'] for t in trials)
+  assert best['test_accuracy'] > 0.9  # The easy reviews are learned.
+  post = results['post_compression']
+  assert post['trial'] == best['number'] and post['retrained_int8_test_accuracy'] > 0.9
+  assert (tmp_path / 'best_so_far.png').stat().st_size > 0
   assert results['best_model_dir'] == str(tmp_path / 'best_model' / 'test')
   assert json.loads((tmp_path / 'best_model' / 'test' / 'model.json').read_text())['metrics'][
-      'float_accuracy'] == best['float_accuracy']
-  evaluated = runner.run(runner.RunSpec('evaluate', 'tpe', 1, str(tmp_path), '', 'test',
-                                        checkpoint=os.path.relpath(results['best_model_dir'])),
-                         test_config)
-  assert evaluated['float_accuracy'] == pytest.approx(best['float_accuracy'], abs=1e-6)
-  assert evaluated['compressed_accuracy'] == pytest.approx(best['compressed_accuracy'], abs=1e-6)
+      'float_test_accuracy'] == best['float_test_accuracy']
+  evaluate = lambda: runner.run(runner.RunSpec('evaluate', 'tpe', 1, str(tmp_path), '', 'test',
+                                               checkpoint=results['best_model_dir']),
+                                test_config)
+  evaluated = evaluate()
+  assert evaluated['float_test_accuracy'] == pytest.approx(best['float_test_accuracy'], abs=1e-6)
+  assert evaluated['int8_test_accuracy'] == pytest.approx(best['int8_test_accuracy'], abs=1e-6)
+  # The check has power: the same model with its weights shuffled scores far lower.
+  shuffle_float_weights(results['best_model_dir'])
+  assert evaluate()['float_test_accuracy'] < best['float_test_accuracy'] - 0.2
+
+
+def shuffle_float_weights(model_dir):
+  """Permutes every saved float weight tensor in place (same shapes, wrong values)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  path = os.path.join(model_dir, 'float')
+  with ocp.StandardCheckpointer() as checkpointer:
+    params = checkpointer.restore(path)
+  rng = np.random.default_rng(0)
+  shuffled = jax.tree.map(lambda x: rng.permutation(np.asarray(x).ravel()).reshape(x.shape),
+                          params)
+  shutil.rmtree(path)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(path, shuffled)
+
+
+def test_samplers_search_one_space_run_a_full_grid_and_repeat(tmp_path, test_config):
+  space = test_config.search.space
+  space.num_layers, space.num_heads, space.hidden_size = (2,), (2,), (128,)
+  space.intermediate_size = (512, 768)  # A 2-point grid, run to the end.
+  results = runner.run(runner.RunSpec('samplers', 'tpe', 2, str(tmp_path), '', 'test',
+                                      repeats=2), test_config)
+  assert list(results['runs']) == ['grid', 'grid-r1', 'random', 'random-r1', 'tpe', 'tpe-r1']
+  for name, run in results['runs'].items():
+    assert run['n_complete'] == 2 and run['search_space']['identity_choices'] is False
+    assert run['seed'] == test_config.seed + run['repeat']
+    assert not any(name.startswith('layer_') for t in run['trials'] for name in t['params'])
+  for name in ('grid', 'grid-r1'):  # The whole grid, each point once.
+    trials = results['runs'][name]['trials']
+    assert sorted(t['params']['intermediate_size_idx'] for t in trials) == [0, 1]
+  comparisons = results['comparisons']
+  assert len(comparisons) == 6  # 3 pairs of samplers x 2 repeats.
+  assert all(0 < c['p_value'] <= 1 and c['n_test'] == 100 for c in comparisons)
+  assert (tmp_path / 'samplers_best_so_far.png').stat().st_size > 0
+  summary = (tmp_path / 'summary.md').read_text()
+  assert 'Over repeats' in summary and 'exact McNemar' in summary
+  saved = json.loads((tmp_path / 'results.json').read_text())
+  assert saved['runs']['tpe-r1']['study_name'] == 'test-tpe-r1'
 
 
 def test_workdir_of_another_config_is_refused_untouched(tmp_path, test_config):
@@ -94,15 +161,21 @@ def test_compare_runs_three_workflows_into_one_figure(tmp_path, test_config):
     (trial,) = run['trials']
     assert trial['state'] == 'COMPLETE'
     assert trial['sparsity'] == pytest.approx(0.5, abs=1e-3)
-    expected = trial['float_accuracy'] if name == 'baseline' else trial['compressed_accuracy']
-    assert trial['value'] == expected
+    check_accuracy_fields(trial)
+    check_accuracy_fields(run['best'])
+    form = 'float' if name == 'baseline' else 'int8'
+    assert trial['value'] == trial[f'{form}_validation_accuracy']
+    assert trial['test_accuracy'] == trial[f'{form}_test_accuracy']
+  assert len(results['comparisons']) == 3  # Each pair of workflows, on the same test reviews.
   retrained = results['runs']['retrain']['trials'][0]
-  assert 'accuracy_before_retrain' in retrained
+  assert 'int8_validation_accuracy_before_retrain' in retrained
   assert retrained['resumed_from_step'] == {'float': 0, 'retrain': 0}
   phases = ('train_seconds', 'retrain_seconds', 'eval_seconds')
   assert all(retrained[phase] > 0 for phase in phases)
   assert sum(retrained[phase] for phase in phases) < retrained['trial_seconds']
   assert (tmp_path / 'nas_comparison_curve.png').stat().st_size > 0
   summary = (tmp_path / 'summary.md').read_text()
-  assert all(f'| {name} |' in summary for name in ('baseline', 'compress', 'retrain'))
-  assert '| baseline + post compression |' in summary
+  assert all(f'| {name} | test-{name} |' in summary
+             for name in ('baseline', 'compress', 'retrain'))
+  assert '| baseline, its best model compressed after the search |' in summary
+  assert 'exact McNemar' in summary

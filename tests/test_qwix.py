@@ -63,13 +63,14 @@ def experiment(test_config, monkeypatch):
       attention_dropout_rate=0.0))
   trainer = train.Trainer(16, 64, (16,), seed=0, show_progress=False)
   return workflows.Experiment(config, tokenizer=None, train_split=toy_split(256, 0, 16),
+                              validation_split=toy_split(128, 2, 16),
                               test_split=toy_split(256, 1, 16), trainer=trainer,
                               num_classes=2, engine=quantization.QwixInt8())
 
 
 def test_qwix_qat_recovers_accuracy_and_keeps_masks(experiment):
-  trained, record = workflows.train_float(experiment, Architecture(2, 2, 32, 64))
-  assert record['float_accuracy'] > 0.9
+  trained, record, test = workflows.train_float(experiment, Architecture(2, 2, 32, 64))
+  assert record['float_validation_accuracy'] > 0.9 and test['accuracy'] > 0.9
   compressed = workflows.compress(experiment, trained)
   retrained, _ = workflows.post_compression_training(experiment, compressed)
   assert retrained.accuracy > compressed.accuracy + 0.05
@@ -82,10 +83,11 @@ def test_qwix_qat_recovers_accuracy_and_keeps_masks(experiment):
     assert np.all(int8[path]['qvalue'][mask == 0] == 0), path
 
   comparison = workflows.compare_engines(experiment, trained)
-  assert comparison['float_accuracy'] == trained.accuracy
+  assert comparison['float_test_accuracy'] == test['accuracy']
   assert set(comparison['engines']) == {'aqt', 'qwix'}
   qwix_record = comparison['engines']['qwix']
-  assert qwix_record['compressed_accuracy'] == compressed.accuracy  # Same masks, same engine.
+  # Same masks, same engine.
+  assert qwix_record['int8_validation_accuracy'] == compressed.accuracy
   assert qwix_record['sparsity'] == pytest.approx(0.85, abs=1e-3)
   assert qwix_record['model_bytes'] == comparison['engines']['aqt']['model_bytes']
   assert comparison['float_model_bytes'] / qwix_record['model_bytes'] > 3.0

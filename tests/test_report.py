@@ -11,7 +11,7 @@ import numpy as np
 import optuna
 import pytest
 
-from jaxnas import plots, report
+from jaxnas import plots, report, stats
 from jaxnas.errors import UserError
 
 SIZES = {'num_layers': (2, 4), 'num_heads': (2, 4, 8, 16), 'hidden_size': (128, 192),
@@ -38,13 +38,20 @@ def _record(i, params, workflow):
   float_bytes = 4 * 250_000 * arch['hidden_size'] // 128 * arch['num_layers']
   # Accuracy is mostly a function of hidden_size: the importances must find it.
   float_accuracy = 0.60 + 0.08 * params['hidden_size_idx'] + 0.0001 * i
+  int8_accuracy = float_accuracy - 0.01
+  test_accuracy = int8_accuracy if workflow != 'baseline' else float_accuracy
   record = {'architecture': arch, 'n_params': float_bytes // 4, 'train_seconds': 10.0 + i,
-            'float_accuracy': float_accuracy, 'compressed_accuracy': float_accuracy - 0.01,
+            'float_validation_accuracy': float_accuracy, 'int8_validation_accuracy': int8_accuracy,
+            'float_test_accuracy': float_accuracy,
+            'float_test_accuracy_interval': stats.wilson_interval(round(500 * float_accuracy), 500),
+            'test_accuracy': test_accuracy,
+            'test_accuracy_interval': stats.wilson_interval(round(500 * test_accuracy), 500),
+            'n_validation': 200, 'n_test': 500,
             'sparsity': 0.5, 'model_bytes': float_bytes // 4 + 1000 * i,
             'float_model_bytes': float_bytes, 'resumed_from_step': {'float': 0},
             'model_dir': f'/runs/models/trial_{i:04d}', 'worker': 'host:1'}
   if workflow == 'retrain':
-    record['accuracy_before_retrain'] = record['compressed_accuracy'] - 0.02
+    record['int8_validation_accuracy_before_retrain'] = int8_accuracy - 0.02
   return record
 
 
@@ -56,14 +63,15 @@ def _study_results(storage, study_name, workflow, num_complete, directions=('max
   for i in range(num_complete):
     params = _params(i)
     record = _record(i, params, workflow)
-    values = [record['compressed_accuracy' if workflow != 'baseline' else 'float_accuracy']]
+    values = [record['int8_validation_accuracy' if workflow != 'baseline'
+                     else 'float_validation_accuracy']]
     if len(directions) == 2:
       values.append(record['model_bytes'])
     # The report reads states, params and values from the study, the records from the JSON.
     study.add_trial(optuna.trial.create_trial(params=params, distributions=DISTRIBUTIONS,
                                               values=values))
-    trials.append({'number': i, 'state': 'COMPLETE', 'params': params,
-                   'value': values[0] if len(values) == 1 else None, **record})
+    trials.append({'number': i, 'state': 'COMPLETE', 'params': params, 'value': values[0],
+                   **record})
     if len(values) == 2:
       trials[-1]['values'] = values
   for state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED):
@@ -77,9 +85,10 @@ def _study_results(storage, study_name, workflow, num_complete, directions=('max
   best_so_far = [max(t['value'] for t in complete[:n + 1])
                  for n in range(len(complete))] if single else []
   best = max(complete, key=lambda t: t['value']) if single and complete else None
-  return {'workflow': workflow, 'sampler': 'tpe', 'study_name': study_name,
-          'n_complete': len(complete), 'best_so_far': best_so_far, 'best': best,
-          'trials': trials}
+  return {'workflow': workflow, 'sampler': 'tpe', 'study_name': study_name, 'group': workflow,
+          'repeat': 0, 'n_validation': 200, 'n_test': 500, 'majority_class_accuracy': 0.5,
+          'validation_majority_class_accuracy': 0.51, 'n_complete': len(complete),
+          'best_so_far': best_so_far, 'best': best, 'trials': trials}
 
 
 def _write(workdir, results):
@@ -118,8 +127,10 @@ def test_single_study_report(tmp_path):
   assert [float(v) for _, v in best_rows] == sorted((float(v) for _, v in best_rows),
                                                    reverse=True)
   (row,) = _rows(page, str(best['number']))
-  for value in (f'{best["float_accuracy"]:.4f}', f'{best["accuracy_before_retrain"]:.4f}',
-                f'{best["model_bytes"]:,}', f'{best["float_model_bytes"]:,}', '0.500'):
+  for value in (f'{best["float_validation_accuracy"]:.3f}',
+                f'{best["int8_validation_accuracy_before_retrain"]:.3f}',
+                stats.interval_text(best, 'test'), f'{best["model_bytes"]:,}',
+                f'{best["float_model_bytes"]:,}', '0.500'):
     assert f'<td>{value}</td>' in row
   importances = re.findall(r'<tr><td>([\w/]+)</td><td>(\d\.\d{3})</td><td><div class="bar"',
                            page)
@@ -134,21 +145,24 @@ def test_composite_report_with_few_trials_and_a_moved_workdir(tmp_path):
           'retrain': _study_results(storage, 'jaxnas-retrain', 'retrain', 3)}
   runs['baseline']['post_compression'] = {
       'trial': 0, 'architecture': runs['baseline']['best']['architecture'],
-      'float_accuracy': 0.6, 'compressed_accuracy': 0.5812, 'retrained_compressed_accuracy': 0.6234,
-      'retrained_sparsity': 0.5, 'retrained_model_bytes': 250_000}
+      'float_validation_accuracy': 0.6, 'int8_validation_accuracy': 0.5812,
+      'retrained_int8_validation_accuracy': 0.6234, 'retrained_int8_test_accuracy': 0.61,
+      'retrained_int8_test_accuracy_interval': [0.567, 0.652], 'retrained_sparsity': 0.5,
+      'retrained_model_bytes': 250_000}
   moved = tmp_path / 'moved'
   moved.mkdir()
   shutil.move(tmp_path / 'study.db', moved / 'study.db')
   _write(moved, {'workflow': 'compare', 'storage': storage, 'runs': runs})
-  plots.plot_best_so_far({'x': [0.5]}, str(moved / 'nas_comparison_curve.png'), 't', 'y')
-  plots.plot_best_so_far({'x': [0.5]}, str(moved / 'extra.png'), 't', 'y')
+  plots.plot_best_so_far(runs, str(moved / 'nas_comparison_curve.png'), 't')
+  plots.plot_pareto([dict(accuracy=0.5, model_bytes=100)], str(moved / 'extra.png'))
   page = open(report.write_report(str(moved))).read()
   assert not (tmp_path / 'study.db').exists()  # The stale URL was not opened (and created).
   assert len(_images(page)) == 2  # Best so far (redrawn) and extra.png.
   assert 'Needs at least 2 completed trials; the study has 1.' in page  # Baseline.
   assert 'indicative only' in page  # Retrain: 3 trials.
   (post,) = _rows(page, '0, compressed after the search')
-  assert '<td>0.6234 (retrained)</td><td>0.5812</td>' in post
+  assert '<td>0.610 [0.567, 0.652] (int8 after QAT)</td>' in post
+  assert '<td>0.623</td><td>0.581</td>' in post  # int8 validation after and before QAT.
   assert page.count('1 fail, 1 pruned, 1 running') == 2
 
 
@@ -163,7 +177,7 @@ def test_multi_objective_report_lists_the_pareto_front(tmp_path):
   complete = [t for t in results['trials'] if t['state'] == 'COMPLETE']
   feasible = [t for t in complete if t['model_bytes'] <= 1_100_000]
   front = [t['number'] for t in feasible if not any(
-      o['compressed_accuracy'] >= t['compressed_accuracy'] and o['model_bytes'] <= t['model_bytes']
+      o['value'] >= t['value'] and o['model_bytes'] <= t['model_bytes']
       and o is not t for o in feasible)]
   listed = [int(n) for n in re.findall(r'<tr><td>(\d+)</td><td>0\.\d+, ', page)]
   assert sorted(listed) == sorted(front) and front

@@ -50,7 +50,7 @@ def test_two_workers_share_one_postgres_study(tmp_path, postgres_url):
   assert len(complete) == 3
   assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == 3  # Grid points.
   assert len({t.user_attrs['worker'] for t in complete}) == 2  # Both did work.
-  assert sum('figure:' in stdout for stdout, _ in outputs) == 1  # One process writes figures.
+  assert sum('figures:' in stdout for stdout, _ in outputs) == 1  # One process writes figures.
   results = json.loads((tmp_path / 'results.json').read_text())
   assert results['n_complete'] == 3 and results['best']['number'] in {t.number for t in complete}
   assert (tmp_path / 'best_model' / 'two-workers' / 'model.json').exists()

@@ -1,0 +1,84 @@
+"""summary.md: the best model of each study with its test accuracy, interval and sample size,
+the mean over repeats, and the paired tests between studies."""
+
+import collections
+
+import numpy as np
+
+from jaxnas import plots, stats
+
+
+def summary_markdown(results: dict) -> str:
+  runs = results['runs']
+  first = next(iter(runs.values()))
+  lines = [f'# jaxnas: {results["workflow"]}', '',
+           f'Selection (objective, best trial) on the validation split (n={first["n_validation"]}'
+           f'); the test split (n={first["n_test"]}) is scored once per trial and never '
+           f'selects. Test accuracies with 95% Wilson intervals. Majority class: '
+           f'{first["majority_class_accuracy"]:.3f} of the test split.', '',
+           '| run | Optuna study | seed | objective (validation) | best trial | validation '
+           '| test [95% interval] | float test [95% interval] | L/H/d/ff, identity | sparsity '
+           '| int8 bytes | float bytes |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|']
+  for name, run in runs.items():
+    best = run['best']
+    objective = plots.OBJECTIVE_FORMS.get(run['workflow'], run['workflow'])
+    if best is None:
+      lines.append(f'| {name} | {run["study_name"]} | {run["seed"]} | {objective} | '
+                   'no feasible completed trial | | | | | | | |')
+      continue
+    arch = best['architecture']
+    lines.append(
+        f'| {name} | {run["study_name"]} | {run["seed"]} | {objective} | {best["number"]} | '
+        f'{best["validation_accuracy"]:.3f} | {stats.interval_text(best, "test")} | '
+        f'{stats.interval_text(best, "float_test")} | {_shape(arch)} | {best["sparsity"]:.3f} | '
+        f'{best["model_bytes"]:,} | {best["float_model_bytes"]:,} |')
+    post = run.get('post_compression')
+    if post:
+      lines.append(
+          f'| {name}, its best model compressed after the search | | | served int8, pruned: '
+          f'without / with QAT | {post["trial"]} | {post["int8_validation_accuracy"]:.3f} / '
+          f'{post["retrained_int8_validation_accuracy"]:.3f} | {stats.interval_text(post, "int8_test")} '
+          f'/ {stats.interval_text(post, "retrained_int8_test")} | {stats.interval_text(post, "float_test")} | '
+          f'same | {post["retrained_sparsity"]:.3f} | {post["retrained_model_bytes"]:,} | |')
+  lines += _repeats_table(runs) + _comparisons_table(results.get('comparisons', []))
+  return '\n'.join(lines)
+
+
+def _repeats_table(runs: dict) -> list[str]:
+  groups = collections.defaultdict(list)
+  for run in runs.values():
+    if run['best'] is not None:
+      groups[run['group']].append(run['best']['test_accuracy'])
+  if all(len(accuracies) < 2 for accuracies in groups.values()):
+    return []
+  lines = ['', 'Over repeats (independent studies, seeds seed .. seed + K - 1, same data '
+           'split): the best trial\'s test accuracy.', '',
+           '| group | repeats | mean | min | max |', '|---|---|---|---|---|']
+  for group, accuracies in groups.items():
+    lines.append(f'| {group} | {len(accuracies)} | {np.mean(accuracies):.3f} | '
+                 f'{min(accuracies):.3f} | {max(accuracies):.3f} |')
+  return lines
+
+
+def _comparisons_table(comparisons: list) -> list[str]:
+  if not comparisons:
+    return []
+  n = comparisons[0]['n_test']
+  lines = ['', f'Paired tests between the best models (exact McNemar on the same {n} test '
+           'reviews; "only a" counts reviews that a classifies right and b wrong). p < 0.05 '
+           'reads as a significant difference; with several tests, some p < 0.05 can be '
+           'chance.', '',
+           '| a | b | repeat | test a | test b | only a | only b | p | significant |',
+           '|---|---|---|---|---|---|---|---|---|']
+  for c in comparisons:
+    lines.append(f'| {c["a"]} (trial {c["a_trial"]}) | {c["b"]} (trial {c["b_trial"]}) | '
+                 f'{c["repeat"]} | {c["a_test_accuracy"]:.3f} | {c["b_test_accuracy"]:.3f} | '
+                 f'{c["only_a"]} | {c["only_b"]} | {c["p_value"]:.3g} | '
+                 f'{"yes" if c["significant"] else "no"} |')
+  return lines
+
+
+def _shape(arch: dict) -> str:
+  return (f'{arch["num_layers"]}/{arch["num_heads"]}/{arch["hidden_size"]}/'
+          f'{arch["intermediate_size"]}, {len(arch["identity"])}')
