@@ -24,8 +24,12 @@ from jaxnas.errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', os.path.join(HERE, 'configs', 'default.py'), 'Config file (get_config()).')
+NO_SUCH_FIELD = 'error: --config.* names no such config field: {}'
+try:  # ml_collections applies --config.* overrides to the default config here already.
+  _CONFIG = config_flags.DEFINE_config_file(
+      'config', os.path.join(HERE, 'configs', 'default.py'), 'Config file (get_config()).')
+except (AttributeError, KeyError) as e:
+  sys.exit(NO_SUCH_FIELD.format(str(e).strip('"')))
 _WORKFLOW = flags.DEFINE_enum('workflow', 'retrain', runner.ALL_WORKFLOWS, 'What to run.')
 _SAMPLER = flags.DEFINE_enum('sampler', None, ('grid', 'random', 'tpe', 'nsga2'),
                              'Optuna sampler (default: config.search.sampler).')
@@ -54,11 +58,23 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Multi-process runs: p
 _PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'Multi-process runs: this process, from 0.')
 
 
+def parse_flags(argv):
+  """absl's parsing, with an unknown --config.* field as one error line."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    sys.exit(NO_SUCH_FIELD.format(str(e).strip('"')))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
-  config = _CONFIG.value
+  try:
+    config = _CONFIG.value.lock()  # A run adds no fields (and a failed load raises here).
+  except (OSError, ValueError, TypeError) as e:  # A missing or broken config file.
+    details = [line.strip() for line in str(e).splitlines() if line.strip()]
+    sys.exit(f'error: cannot load --config: {details[-1] if details else type(e).__name__}')
   if _SEED.value is not None:
     config.seed = _SEED.value
   if _OBJECTIVES.value is not None:
@@ -86,4 +102,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

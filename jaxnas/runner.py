@@ -8,8 +8,8 @@ import os
 import signal
 import threading
 
-from jaxnas import (checkpoints, distributed, objectives, plots, report, search, search_space,
-                    stats, summary, workflows)
+from jaxnas import (checkpoints, config_checks, distributed, objectives, plots, report, search,
+                    search_space, stats, summary, workflows)
 from jaxnas.errors import UserError
 from jaxnas.models import BertClassifier
 
@@ -58,6 +58,7 @@ class StopSignals:
 def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
   if spec.workflow not in ALL_WORKFLOWS:
     raise UserError(f'unknown workflow {spec.workflow!r}; use one of {", ".join(ALL_WORKFLOWS)}')
+  config_checks.validate_config(config)
   if spec.workflow == 'evaluate':
     return evaluate_saved_model(spec.checkpoint, config)
   if spec.workflow == 'engines':
@@ -137,8 +138,13 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
     if run_results['best'] is not None:
       print(f'best model of study {planned.study_name!r}: {run_results["best_model_dir"]}\n'
             f'  reload it: python launch.py --workflow=evaluate '
-            f'--checkpoint={os.path.relpath(run_results["best_model_dir"])}')
+            f'--checkpoint={_shortest_path(run_results["best_model_dir"])}')
   return results
+
+
+def _shortest_path(path: str) -> str:
+  relative = os.path.relpath(path)
+  return path if relative.startswith('..') else relative
 
 
 @dataclasses.dataclass(frozen=True)

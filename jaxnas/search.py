@@ -199,7 +199,7 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
       if asked is None:
         return study
       trial, arch = asked
-      trial.set_user_attr('architecture', arch.to_dict())
+      record_architecture(trial, arch)
       try:
         with Heartbeat(study, trial, cfg.heartbeat_seconds):
           value, record = train_and_save(exp, arch, workflow, workdir, study_name,
@@ -233,6 +233,16 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
       if best is not None and best.number == trial.number:  # Complete and feasible.
         checkpoints.export_model(record['model_dir'], best_model_dir(workdir, study_name))
       on_trial_done(study)
+
+
+def record_architecture(trial: optuna.Trial, arch):
+  """The architecture as user attributes: whole, and one flat attribute per size in real units
+  (`hidden_size` = 192 where the sampled parameter is `hidden_size_idx` = 1), which Optuna's
+  dashboard and `study.trials_dataframe()` show as columns."""
+  trial.set_user_attr('architecture', arch.to_dict())
+  for name in search_space.SIZE_NAMES:
+    trial.set_user_attr(name, getattr(arch, name))
+  trial.set_user_attr('n_identity', len(arch.identity))
 
 
 def follow_study(exp: workflows.Experiment, workflow: str, suggest, workdir: str,

@@ -26,12 +26,23 @@ def launch(*flags, cwd=ROOT):
     (['--config.train.batch_size=eight'], 'config.train.batch_size'),
     (['--n_trials=0'], 'error: --n_trials must be at least 1'),
     (['--storage=nosuchdb://x'], "error: cannot open study 'jaxnas' in storage"),
+    (['--repeats=0'], 'error: --repeats must be at least 1'),
+    (['--config=configs/does_not_exist.py'], 'error: cannot load --config: [Errno 2]'),
+    (['--config.train.nonsense=1'], 'error: --config.* names no such config field'),
+    (['--config.train.batch_size=0'], 'error: config.train.batch_size=0 must be >= 1'),
+    (['--config.train.learning_rate=-1'], 'error: config.train.learning_rate=-1.0 must be > 0'),
+    (['--config.compression.weight_sparsity=2'],
+     'error: config.compression.weight_sparsity=2.0 must be in [0, 1)'),
+    (['--config.data.validation_size=0'], 'error: config.data.validation_size=0.0 must be'),
 ])
 def test_bad_flags_give_one_clear_error(tmp_path, flags, message):
-  result = launch(f'--workdir={tmp_path}', '--config=configs/test.py', *flags)
+  workdir = tmp_path / 'workdir'
+  result = launch(f'--workdir={workdir}', '--config=configs/test.py', *flags)
   assert result.returncode != 0
   assert message in result.stderr
   assert 'Traceback' not in result.stderr
+  if 'storage' not in flags[0]:
+    assert not workdir.exists()  # Refused before any work: nothing written.
 
 
 def spec(tmp_path, workflow, sampler='tpe', n_trials=2):
