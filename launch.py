@@ -1,9 +1,22 @@
-"""Command line of jaxnas: parses flags and runs a workflow.
+"""jaxnas: compression-aware neural architecture search (command line).
 
   python launch.py --workflow=retrain
-  python launch.py --workflow=samplers --n_trials=30 --config=configs/lab2.py
+  python launch.py --workflow=samplers --n_trials=30 --repeats=3 --config=configs/lab2.py
   python launch.py --workflow=compare --config.train.batch_size=8
   python launch.py --workflow=report --workdir=workdir
+
+Workflows (--workflow):
+  baseline  NAS on float accuracy; the best model is compressed after the search
+  compress  each trial trained, pruned and quantized, scored as a served int8 model
+  retrain   like compress, plus post-compression training (QAT) before scoring (default)
+  samplers  one baseline study per sampler (grid, random, TPE) on the same space
+  compare   one study per workflow above, with paired tests between their best models
+  evaluate  score a saved model (--checkpoint=DIR) on its test split
+  engines   compress one saved model with each int8 engine (AQT, Qwix)
+  report    write report.html for the search in --workdir
+
+Every objective is a validation accuracy; test accuracies (with 95% intervals) are reported.
+Config fields (--config.section.field=value) are documented in configs/default.py.
 """
 
 import os
@@ -59,11 +72,16 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'Multi-process runs: this pr
 
 
 def parse_flags(argv):
-  """absl's parsing, with an unknown --config.* field as one error line."""
+  """absl's parsing, with an unknown --config.* field as one error line, and --help a
+  success (absl exits 1 after printing it)."""
   try:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as e:
     sys.exit(NO_SUCH_FIELD.format(str(e).strip('"')))
+  except SystemExit:
+    if {'--help', '-h', '-?', '--helpshort', '--helpfull'} & set(argv[1:]):
+      sys.exit(0)
+    raise
 
 
 def main(argv):

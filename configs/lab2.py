@@ -21,6 +21,7 @@ def get_config():
   config.data.num_buckets = 4
   config.tokenizer.vocab_size = 30522
   config.tokenizer.max_length = 512
+  config.tokenizer.truncation_side = 'right'  # HF tokenizers' default, as in the lab.
   config.model.dtype = 'bfloat16'  # For accelerators; the original ran fp32 (float32 here).
   config.train.batch_size = 8
   config.train.eval_batch_size = 64

@@ -29,6 +29,7 @@ def get_config():
   config.train.eval_batch_size = 50
   config.train.learning_rate = 3e-3
   config.train.epochs = 3
+  config.compression.retrain_epochs = 1
   config.train.checkpoint_every_steps = 4
   config.search.n_trials = 3
   config.search.space.num_layers = (2, 4)

@@ -1,8 +1,8 @@
 """Saved models: float parameters, the stored int8 form, architecture and tokenizer.
 
 Layout of a model directory:
-  model.json      architecture, model settings, the data config (which splits it was trained
-                  and scored on) and the metrics measured at export;
+  model.json      architecture, model settings, data (the data config, i.e. which splits it
+                  was trained and scored on, and the class names) and the metrics measured;
   tokenizer.json  the tokenizer the model was trained with;
   float/          Orbax checkpoint of the float parameters;
   int8/           Orbax checkpoint of the stored int8 form (compression workflows only).
@@ -26,7 +26,7 @@ TOKENIZER_FILE = 'tokenizer.json'
 
 
 def save_model(directory: str, *, arch: Architecture, model_settings: dict, float_params,
-               tokenizer, data_config: dict, int8=None, metrics=None):
+               tokenizer, data: dict, int8=None, metrics=None):
   """Called by every process of a multi-process run (Orbax writes arrays collectively)."""
   directory = os.path.abspath(directory)
   tmp = f'{directory}.tmp'
@@ -40,7 +40,7 @@ def save_model(directory: str, *, arch: Architecture, model_settings: dict, floa
   distributed.barrier('save_model:saved')
   if distributed.is_leader():
     with open(os.path.join(tmp, MODEL_FILE), 'w') as f:
-      json.dump({'architecture': arch.to_dict(), 'model': model_settings, 'data': data_config,
+      json.dump({'architecture': arch.to_dict(), 'model': model_settings, 'data': data,
                  'metrics': metrics or {}}, f, indent=2)
     tokenizer.save(os.path.join(tmp, TOKENIZER_FILE))
     _replace_dir(tmp, directory)

@@ -26,6 +26,7 @@ RULES = {
     'data.num_buckets': _AT_LEAST_ONE,
     'tokenizer.vocab_size': ('must be >= 100', lambda v: v >= 100),
     'tokenizer.max_length': ('must be >= 8', lambda v: v >= 8),
+    'tokenizer.truncation_side': _one_of('right', 'left'),
     'model.dropout_rate': _FRACTION,
     'model.attention_dropout_rate': _FRACTION,
     'model.dtype': _one_of('float32', 'bfloat16'),

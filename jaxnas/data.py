@@ -7,7 +7,9 @@ Three sources, chosen by `config.source`:
   * `local`: CSV/JSON/Parquet files (`train_path`, optional `test_path`) with configurable
     text/label columns; without `test_path` the train file is split like `embedded`.
 
-Exact duplicate texts are removed first (the embedded reviews hold 92 texts that occur more
+Labels may be ids or names (`pos`/`neg`): they become ids 0..K-1 in sorted order of the
+training labels, and `Splits.label_names` says which is which. Exact duplicate texts are
+removed first (the embedded reviews hold 92 texts that occur more
 than once), so no text is in two splits. The validation split is taken from the training side
 (`validation_size`, a count or a fraction), stratified by label: everything that selects
 (objectives, pruners, the best trial) sees it, never the test split.
@@ -32,6 +34,7 @@ class Splits:
   train: datasets.Dataset
   validation: datasets.Dataset
   test: datasets.Dataset
+  label_names: tuple[str, ...]  # Of label ids 0, 1, ...: the data's own labels, sorted.
   description: str  # what was loaded; part of the tokenizer cache key.
   duplicates_dropped: int  # Rows removed because their text occurred before.
 
@@ -76,6 +79,10 @@ def load_splits(config) -> Splits:
     train, test, dropped, description = _load_local(config)
   else:
     raise UserError(f"unknown data source {config.source!r}: use 'embedded', 'imdb' or 'local'")
+  if len(train) == 0:
+    raise UserError(f'the train split of {description} is empty ({dropped} rows dropped as '
+                    'duplicates of earlier or test texts)')
+  train, test, label_names = _encode_labels(train, test)
   if len(np.unique(labels_of(train))) < 2:
     raise UserError(f'the train split of {description} has fewer than two classes')
   train, validation = _split(train, _fraction(config.validation_size, len(train)), config.seed)
@@ -84,7 +91,8 @@ def load_splits(config) -> Splits:
   for name, split in (('train', train), ('validation', validation), ('test', test)):
     if len(split) == 0:
       raise UserError(f'the {name} split of {description} is empty')
-  return Splits(train=train, validation=validation, test=test, duplicates_dropped=dropped,
+  return Splits(train=train, validation=validation, test=test, label_names=label_names,
+                duplicates_dropped=dropped,
                 description=f'{description}|train={len(train)}|validation={len(validation)}'
                             f'|test={len(test)}|seed={config.seed}')
 
@@ -165,7 +173,7 @@ def _read_files(paths):
 
 
 def _standardize(dataset, text_column, label_column):
-  """Keeps `text` (str) and `label` (int in 0..K-1) columns; checks their presence and types."""
+  """Keeps `text` (str) and `label` (any scalar: ids or names) columns; checks them."""
   missing = [c for c in (text_column, label_column) if c not in dataset.column_names]
   if missing:
     raise UserError(f'data is missing column(s) {missing}; it has {dataset.column_names} '
@@ -178,13 +186,32 @@ def _standardize(dataset, text_column, label_column):
   features = dataset.features
   if getattr(features['text'], 'dtype', None) not in ('string', 'large_string'):
     raise UserError(f'column {text_column!r} must hold text, got {features["text"]}')
-  labels = labels_of(dataset)
-  if labels.dtype.kind not in 'iu' or (labels.size and labels.min() < 0):
-    raise UserError(f'labels in column {label_column!r} must be non-negative integers, '
-                    f'got dtype {labels.dtype}')
-  if dataset.with_format('arrow')['text'].null_count:
-    raise UserError(f'column {text_column!r} has empty rows')
+  label_type = getattr(features['label'], 'dtype', None)
+  if not isinstance(features['label'], datasets.ClassLabel) and label_type not in (
+      'string', 'large_string', 'bool') and not str(label_type).startswith(('int', 'uint')):
+    raise UserError(f'labels in column {label_column!r} must be integers or names, got '
+                    f'{features["label"]}')
+  for column, name in (('text', text_column), ('label', label_column)):
+    if dataset.with_format('arrow')[column].null_count:
+      raise UserError(f'column {name!r} has empty rows')
   return dataset
+
+
+def _encode_labels(train, test):
+  """Maps the labels of both splits to ids 0..K-1 in sorted order of the training labels (a
+  hub ClassLabel keeps its own names and ids); returns (train, test, label names)."""
+  feature = train.features['label']
+  if isinstance(feature, datasets.ClassLabel):
+    return train, test, tuple(feature.names)
+  values = sorted(set(labels_of(train).tolist()))
+  unseen = sorted(set(labels_of(test).tolist()) - set(values))
+  if unseen:
+    raise UserError(f'test labels {unseen} never occur in the training data (its labels: '
+                    f'{values})')
+  ids = {value: i for i, value in enumerate(values)}
+  encode = lambda split: split.remove_columns('label').add_column(
+      'label', [ids[value] for value in labels_of(split).tolist()])
+  return encode(train), encode(test), tuple(str(value) for value in values)
 
 
 def _split(dataset, fraction: float, seed: int):

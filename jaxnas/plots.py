@@ -45,10 +45,9 @@ def plot_best_so_far(runs: dict, path: str, title: str):
     ax.axhline(first['validation_majority_class_accuracy'], color='gray', linestyle=':',
                label='majority class (validation)')
   forms = sorted({OBJECTIVE_FORMS.get(run['workflow'], run['workflow']) for run in runs.values()})
-  n = first.get('n_validation')
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   _save(fig, ax, path, 'completed trial (mean over repeats)' if repeated else 'trial number',
-        f'validation accuracy ({"; ".join(forms)})' + (f', n={n}' if n else ''), title)
+        f'accuracy ({"; ".join(forms)})', title)
 
 
 def _draw_study(ax, label: str, run: dict, color):
@@ -61,9 +60,10 @@ def _draw_study(ax, label: str, run: dict, color):
   values = np.array([t['value'] for t in trials])
   low, high = np.array([stats.wilson_interval(round(v * n), n) for v in values]).T
   ax.errorbar(numbers, values, yerr=[values - low, high - values], fmt='o', color=color,
-              alpha=0.45, markersize=4, capsize=2, label=f'{label}: each trial')
+              alpha=0.45, markersize=4, capsize=2,
+              label=f'{label}: each trial, validation (n={n}, 95% interval)')
   ax.step(numbers, run['best_so_far'], where='post', color=color,
-          label=f'{label}: best so far (validation)')
+          label=f'{label}: best so far, validation')
   best = run.get('best')
   if best and best.get('test_accuracy') is not None:
     x = numbers[-1] + 0.25
@@ -71,7 +71,7 @@ def _draw_study(ax, label: str, run: dict, color):
     ax.errorbar([x], [best['test_accuracy']], yerr=[[best['test_accuracy'] - low],
                                                    [high - best['test_accuracy']]],
                 fmt='D', color=color, capsize=3, markersize=5,
-                label=f'{label}: best trial ({best["number"]}) on test, n={best["n_test"]}')
+                label=f'{label}: best trial ({best["number"]}), test (n={best["n_test"]})')
 
 
 def _draw_repeats(ax, label: str, members: list, color):
@@ -85,7 +85,8 @@ def _draw_repeats(ax, label: str, members: list, color):
     ax.step(x, curve, where='post', color=color, alpha=0.25, linewidth=0.8)
   ax.fill_between(x, stacked.min(0), stacked.max(0), step='post', color=color, alpha=0.15)
   ax.step(x, stacked.mean(0), where='post', color=color, linewidth=2,
-          label=f'{label}: mean best so far of {len(curves)} repeats (band: min-max)')
+          label=f'{label}: best so far, validation: mean of {len(curves)} repeats '
+                '(band: min-max)')
 
 
 def _save(fig, ax, path: str, xlabel: str, ylabel: str, title: str):

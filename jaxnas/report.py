@@ -35,7 +35,8 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; }
 td:first-child, th:first-child { text-align: left; }
-.bar { background: #4c78a8; height: 0.8em; }
+.track { width: 12em; }
+.bar { background: #4c78a8; height: 0.8em; min-width: 2px; }
 .note { color: #666; font-size: 0.9em; }
 img { max-width: 100%; }
 """
@@ -61,6 +62,7 @@ def write_report(workdir: str) -> str:
   for name, run in runs.items():
     body += [f'<h2>Study {html.escape(name)}</h2>', *run_sections(run),
              '<h3>Parameter importances</h3>', importances_section(studies[name])]
+  body += comparisons_section(results.get('comparisons', []))
   body += other_figures(workdir)
   page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>jaxnas report</title>'
           f'<style>{STYLE}</style></head><body>\n' + '\n'.join(body) + '\n</body></html>\n')
@@ -132,7 +134,8 @@ def studies_table(runs: dict, studies: dict) -> str:
       states = collections.Counter(t.get('state', '?') for t in run.get('trials', ()))
     counts = ', '.join(f'{n} {s.lower()}' for s, n in sorted(states.items()))
     best = run.get('best') or {}
-    objective = ', '.join(run.get('objectives', ())) or OBJECTIVES.get(run.get('workflow'), '')
+    objective = ', '.join([OBJECTIVES.get(run.get('workflow'), 'accuracy')]
+                          + list(run.get('objectives', ()))[1:])
     rows.append([name, run.get('workflow', ''), objective, run.get('sampler', ''),
                  run.get('study_name', ''), counts or 'none', _objective(best)])
   return _table(['study', 'workflow', 'objective', 'sampler', 'Optuna study', 'trials',
@@ -221,11 +224,39 @@ def importances_section(study: optuna.Study | None) -> str:
   importances, note = param_importances(study)
   if importances is None:
     return _paragraph(note)
+  fixed = _fixed_params(study)
+  importances = {name: value for name, value in importances.items() if name not in fixed}
   top = max(importances.values()) or 1.0
-  rows = [[name, f'{value:.3f}',
-           f'<div class="bar" style="width:{100 * value / top:.0f}%"></div>']
-          for name, value in importances.items()]
+  rows = [[name.removesuffix('_idx'), f'{value:.3f}',
+           f'<div class="track"><div class="bar" style="width:{100 * value / top:.0f}%">'
+           '</div></div>'] for name, value in importances.items()]
   return _paragraph(note) + _table(['parameter', 'importance', ''], rows, escape=False)
+
+
+def comparisons_section(comparisons: list) -> list[str]:
+  """The paired tests between the studies' best models (runner.paired_comparisons)."""
+  if not comparisons:
+    return []
+  rows = [[f'{c["a"]} (trial {c["a_trial"]})', f'{c["b"]} (trial {c["b_trial"]})', c['repeat'],
+           f'{c["a_test_accuracy"]:.3f}', f'{c["b_test_accuracy"]:.3f}', c['only_a'],
+           c['only_b'], f'{c["p_value"]:.3g}', 'yes' if c['significant'] else 'no']
+          for c in comparisons]
+  return ['<h2>Is the difference real? Paired tests of the best models</h2>',
+          _paragraph(f'Exact McNemar tests on the same {comparisons[0]["n_test"]} test reviews: '
+                     '"only a" counts reviews that a classifies right and b wrong. p < 0.05 '
+                     'reads as significant; with several tests, some p < 0.05 can be chance.'),
+          _table(['a', 'b', 'repeat', 'test a', 'test b', 'only a', 'only b', 'p',
+                  'significant'], rows)]
+
+
+def _fixed_params(study: optuna.Study) -> set[str]:
+  """Parameters with a single option (fixed by the config): nothing to attribute to them."""
+  fixed = set()
+  for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    for name, distribution in trial.distributions.items():
+      if distribution.single():
+        fixed.add(name)
+  return fixed
 
 
 def other_figures(workdir: str) -> list[str]:
@@ -273,10 +304,11 @@ def _number(value, spec: str) -> str:
 
 
 def _objective(trial: dict) -> str:
-  values = trial.get('values')
-  if values:
-    return ', '.join(format(v, '.4g') for v in values)
-  return _number(trial.get('value'), '.4f')
+  """The accuracy to 3 decimals, then any size or latency objective."""
+  values = trial.get('values') or [trial.get('value')]
+  if values[0] is None:
+    return ''
+  return ', '.join([format(values[0], '.3f')] + [format(v, '.4g') for v in values[1:]])
 
 
 def _shape(arch: dict) -> str:

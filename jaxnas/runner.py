@@ -79,14 +79,16 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
   leader = distributed.is_leader()  # Process 0 alone reads and writes results and the study.
   if leader:
     check_workdir_config(spec.workdir, config)
+  storage = spec.storage or search.default_storage(spec.workdir)
+  studies = planned_studies(spec)
+  results_path = os.path.join(spec.workdir, 'results.json')
+  previous = read_results(results_path, spec.workflow) if leader else {}
+  if distributed.broadcast_json(leader and already_complete(spec, storage, studies, previous)):
+    return {'workflow': spec.workflow, 'storage': storage, 'runs': previous}
   if config.compilation_cache_dir:
     workflows.use_compilation_cache(config.compilation_cache_dir)
   exp = workflows.prepare_experiment(config, show_progress=leader, stop_requested=stop_requested)
-  storage = spec.storage or search.default_storage(spec.workdir)
-  studies = planned_studies(spec)
   results = {'workflow': spec.workflow, 'storage': storage, 'runs': {}}
-  results_path = os.path.join(spec.workdir, 'results.json')
-  previous = read_results(results_path, spec.workflow) if leader else {}
   writes_final = False
   for planned in studies:
     repeat_exp = exp.with_seed(config.seed + planned.repeat)
@@ -182,6 +184,24 @@ def planned_studies(spec: RunSpec) -> list[PlannedStudy]:
   return studies
 
 
+def already_complete(spec: RunSpec, storage: str, studies: list, previous: dict) -> bool:
+  """Whether every study of the run already has its trials and the workdir its results,
+  summary and figure; if so, says so (a rerun then leaves the files as they are)."""
+  figure = os.path.join(spec.workdir, figure_name(spec))
+  outputs = [os.path.join(spec.workdir, name) for name in ('results.json', 'summary.md')]
+  if not all(os.path.exists(path) for path in outputs + [figure]):
+    return False
+  counts = {planned.study_name: search.finished_count(storage, planned.study_name)
+            for planned in studies}
+  if any(count < spec.n_trials for count in counts.values()) or set(previous) != {
+      planned.name for planned in studies}:
+    return False
+  for name, count in counts.items():
+    print(f"study '{name}' is complete ({count} of {spec.n_trials} trials); nothing to run")
+  print(f'results: {outputs[0]}\nsummary: {outputs[1]}\nfigure: {figure}')
+  return True
+
+
 def read_results(path: str, workflow: str) -> dict:
   """The runs of an earlier results.json ({} if there is none)."""
   try:
@@ -236,16 +256,17 @@ def compress_best(exp: workflows.Experiment, best: dict, previous: dict | None) 
           **workflows.compress_and_score(exp, trained, retrain=True)}
 
 
+def figure_name(spec: RunSpec) -> str:
+  return {'samplers': 'samplers_best_so_far.png',
+          'compare': 'nas_comparison_curve.png'}.get(spec.workflow, 'best_so_far.png')
+
+
 def draw_figures(spec: RunSpec, results: dict) -> list[str]:
   """Writes the run's figures; returns their paths."""
-  if spec.workflow == 'samplers':
-    name, title = 'samplers_best_so_far.png', 'Samplers (Task 1): baseline NAS'
-  elif spec.workflow == 'compare':
-    name, title = 'nas_comparison_curve.png', 'NAS workflows (Task 2)'
-  else:
-    name, title = 'best_so_far.png', f'{spec.workflow} / {spec.sampler}'
-  paths = [os.path.join(spec.workdir, name)]
-  plots.plot_best_so_far(results['runs'], paths[0], title)
+  titles = {'samplers': 'Samplers (Task 1): baseline NAS', 'compare': 'NAS workflows (Task 2)'}
+  paths = [os.path.join(spec.workdir, figure_name(spec))]
+  plots.plot_best_so_far(results['runs'], paths[0],
+                         titles.get(spec.workflow, f'{spec.workflow} / {spec.sampler}'))
   for run_name, run in results['runs'].items():
     if 'pareto_front' in run:
       points = [dict(accuracy=t['value'], model_bytes=t['model_bytes'], number=t['number'])
@@ -281,7 +302,8 @@ def _load_for_evaluation(checkpoint: str, config):
                     'workdir/best_model/jaxnas)')
   saved = checkpoints.load_model(checkpoint)
   config = config.copy_and_resolve_references()
-  config.data.update(saved.get('data', {}))  # The splits the model was trained and scored on.
+  # The splits the model was trained and scored on.
+  config.data.update(saved.get('data', {}).get('config', {}))
   exp = workflows.prepare_experiment(config, tokenizer_path=saved['tokenizer_path'])
   model = BertClassifier(saved['architecture'], **saved['model'])
   return saved, exp, workflows.TrainedModel(model, saved['float_params'])
@@ -290,7 +312,7 @@ def _load_for_evaluation(checkpoint: str, config):
 def evaluate_saved_model(checkpoint: str, config) -> dict:
   """Reloads an exported model and scores its float and int8 forms on the test split."""
   saved, exp, trained = _load_for_evaluation(checkpoint, config)
-  result = {'n_test': len(exp.test_split),
+  result = {'n_test': len(exp.test_split), 'label_names': list(exp.label_names),
             **workflows.test_record(workflows.score_float(exp, trained), 'float_')}
   if saved['int8'] is not None:
     compressed_model = trained.model.clone(

@@ -22,9 +22,9 @@ import jax
 import numpy as np
 import optuna
 import sqlalchemy
-from tqdm import tqdm
 
-from jaxnas import checkpoints, distributed, objectives, search_space, stats, workflows
+from jaxnas import (checkpoints, distributed, objectives, progress, search_space, stats,
+                    workflows)
 from jaxnas.errors import UserError
 
 SAMPLERS = ('grid', 'random', 'tpe', 'nsga2')
@@ -122,6 +122,15 @@ def _rdb_storage(url: str, heartbeat_seconds: int, grace_seconds: int,
       time.sleep(1 + attempt)
 
 
+def finished_count(storage: str, study_name: str) -> int:
+  """Finished trials of a study in `storage` (0 if it cannot be read or does not exist)."""
+  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  try:
+    return len(finished(optuna.load_study(study_name=study_name, storage=storage)))
+  except Exception:  # pylint: disable=broad-except  # Absent or unreadable: run as usual.
+    return 0
+
+
 def completed(study: optuna.Study) -> list:
   return study.get_trials(deepcopy=False, states=(COMPLETE,))
 
@@ -183,11 +192,13 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
   study = open_study(storage, study_name, None, goals.directions, pruner,
                      cfg.heartbeat_seconds, cfg.grace_seconds)
   # Seeded by the trials so far: a rerun does not replay the random draws of the first run
-  # (and repeats with seeds s and s + 1 never share a stream).
-  study.sampler = make_sampler(sampler_name, sampler_seed(exp.config.seed, len(study.trials)),
-                               space)
-  with tqdm(total=n_trials, initial=min(len(finished(study)), n_trials), unit='trial',
-            desc=f'{workflow}/{sampler_name}') as bar:
+  # (and repeats with seeds s and s + 1 never share a stream). The grid's seed fixes the order
+  # of its points, which must stay the same when a rerun continues it.
+  seed = exp.config.seed if sampler_name == 'grid' else sampler_seed(exp.config.seed,
+                                                                      len(study.trials))
+  study.sampler = make_sampler(sampler_name, seed, space)
+  with progress.bar(total=n_trials, initial=min(len(finished(study)), n_trials),
+                    unit='trial', desc=f'{workflow}/{sampler_name}') as bar:
     while True:
       try:
         asked = next_trial(study, n_trials, suggest, exp.stop_requested, bar, cfg.grace_seconds)
@@ -285,7 +296,7 @@ def train_and_save(exp: workflows.Experiment, arch, workflow: str, workdir: str,
   record['num_processes'] = jax.process_count()
   checkpoints.save_model(record['model_dir'], arch=arch, model_settings=exp.model_settings(),
                          float_params=trained.params, tokenizer=exp.tokenizer,
-                         data_config=exp.config.data.to_dict(),
+                         data=exp.data_record(),
                          int8=compressed.int8, metrics=record)
   return value, record
 
@@ -454,6 +465,7 @@ def study_results(study: optuna.Study, workflow: str, sampler: str, workdir: str
                        'grid_points': search_space.grid_size(space) if sampler == 'grid'
                                       else None},
       'n_validation': len(exp.validation_split), 'n_test': len(exp.test_split),
+      'label_names': list(exp.label_names),
       'majority_class_accuracy': stats.majority_class_accuracy(exp.test_split.labels),
       'validation_majority_class_accuracy':
           stats.majority_class_accuracy(exp.validation_split.labels),

@@ -35,22 +35,25 @@ def get_tokenizer(config, train_texts, data_description: str) -> tokenizers.Toke
       tmp_path = f'{path}.tmp{os.getpid()}'
       tokenizer.save(tmp_path)
       os.replace(tmp_path, path)  # Atomic: concurrent workers never read a half-written file.
-  return _configured(tokenizer, config.max_length)
+  return _configured(tokenizer, config.max_length, config.truncation_side)
 
 
-def load_tokenizer(path: str, max_length: int) -> tokenizers.Tokenizer:
-  """A tokenizer saved with a model."""
+def load_tokenizer(path: str) -> tokenizers.Tokenizer:
+  """A tokenizer saved with a model, truncating as it did when the model was trained."""
   tokenizer = _load_cached(path)
-  if tokenizer is None:
-    raise UserError(f'cannot read tokenizer {path}')
-  return _configured(tokenizer, max_length)
+  if tokenizer is None or tokenizer.truncation is None:
+    raise UserError(f'cannot read tokenizer {path} (or it has no truncation length)')
+  return _configured(tokenizer, tokenizer.truncation['max_length'],
+                     tokenizer.truncation['direction'])
 
 
-def _configured(tokenizer, max_length):
+def _configured(tokenizer, max_length: int, truncation_side: str):
+  """No padding (the input pipeline pads), truncation to `max_length` tokens with [CLS] and
+  [SEP]: 'right' keeps a text's start, 'left' its end."""
   if tokenizer.token_to_id(PAD) != PAD_ID:
     raise UserError(f'tokenizer must map {PAD} to id {PAD_ID}')
   tokenizer.no_padding()
-  tokenizer.enable_truncation(max_length)
+  tokenizer.enable_truncation(max_length, direction=truncation_side)
   return tokenizer
 
 

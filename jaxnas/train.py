@@ -17,9 +17,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from tqdm import tqdm
 
-from jaxnas import input_pipeline
+from jaxnas import input_pipeline, progress
 from jaxnas.errors import UserError
 
 DATA_AXIS = 'data'
@@ -199,8 +198,8 @@ class Trainer:
     start = int(state.step)
     losses, epoch_losses, plan = [], [], None
     try:
-      with tqdm(total=total, initial=start, desc=description, unit='step', leave=False,
-                disable=not self.show_progress) as bar:
+      with progress.bar(total=total, initial=start, desc=description, unit='step',
+                        leave=False, disable=not self.show_progress) as bar:
         for step in range(start, total):
           epoch, index = divmod(step, steps_per_epoch)
           if plan is None or index == 0:
@@ -253,7 +252,7 @@ class Trainer:
     plan = input_pipeline.epoch_plan(split, self.eval_batch_size, self.buckets, self.seed, 0,
                                      shuffle=False)
     outputs, seconds = [], []
-    for indices in tqdm(plan, desc=description, unit='batch', leave=False,
+    for indices in progress.bar(plan, desc=description, unit='batch', leave=False,
                         disable=not self.show_progress):
       batch = self.put_batch(
           input_pipeline.make_batch(split, indices, self.eval_batch_size, self.buckets))

@@ -39,6 +39,11 @@ class Experiment:
   engine: object  # The quantization engine (see quantization.py).
   # This process's own stop request; `trainer.stop_requested` is the one all processes agree on.
   stop_requested: Callable[[], bool] = lambda: False
+  label_names: tuple = ()  # The data's labels of class ids 0, 1, ... (data.Splits).
+
+  def data_record(self) -> dict:
+    """What a saved model needs to be scored on its own splits again, and its class names."""
+    return {'config': self.config.data.to_dict(), 'label_names': list(self.label_names)}
 
   def model_settings(self) -> dict:
     return {'vocab_size': self.tokenizer.get_vocab_size(),
@@ -65,7 +70,7 @@ def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = T
   """Loads and tokenizes the data (with a saved tokenizer when `tokenizer_path` is given)."""
   splits = data.load_splits(config.data)
   if tokenizer_path:
-    tok = tokenizer.load_tokenizer(tokenizer_path, config.tokenizer.max_length)
+    tok = tokenizer.load_tokenizer(tokenizer_path)
   else:
     tok = tokenizer.get_tokenizer(config.tokenizer, data.texts_of(splits.train),
                                   splits.description)
@@ -78,11 +83,10 @@ def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = T
   trainer = train.Trainer(config.train.batch_size, config.train.eval_batch_size, buckets,
                           seed=config.seed, show_progress=show_progress,
                           stop_requested=distributed.agreed(stop_requested))
-  num_classes = int(max(split.labels.max()
-                        for split in (train_split, validation_split, test_split))) + 1
   return Experiment(config, tok, train_split, validation_split, test_split, trainer,
-                    num_classes, quantization.get_engine(config.compression.quant_engine),
-                    stop_requested)
+                    len(splits.label_names),
+                    quantization.get_engine(config.compression.quant_engine), stop_requested,
+                    splits.label_names)
 
 
 @dataclasses.dataclass

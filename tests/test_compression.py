@@ -27,7 +27,7 @@ def test_int8_checkpoint_is_about_4x_smaller(tmp_path):
   ratio = quantization.tree_bytes(params) / quantization.tree_bytes(int8)
   assert 3.5 < ratio <= 4.0
   checkpoints.save_model(str(tmp_path / 'm'), arch=arch, model_settings={}, float_params=params,
-                         tokenizer=_tokenizer(), data_config={}, int8=int8)
+                         tokenizer=_tokenizer(), data={}, int8=int8)
   restored = checkpoints.load_model(str(tmp_path / 'm'))['int8']
   for path, q in restored['int8'].items():
     assert q['qvalue'].dtype == np.int8, path

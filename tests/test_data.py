@@ -72,7 +72,7 @@ def test_local_parquet_and_json_with_test_file(tmp_path, test_config):
   splits = data.load_splits(config)
   assert (len(splits.train), len(splits.validation), len(splits.test)) == (2, 2, 4)
   config.test_path = str(tmp_path / 'other.jsonl')  # The same texts: none left to train on.
-  with pytest.raises(UserError, match='fewer than two classes'):
+  with pytest.raises(UserError, match=r'train split .* is empty \(4 rows dropped'):
     data.load_splits(config)
 
 
@@ -80,13 +80,41 @@ def test_local_parquet_and_json_with_test_file(tmp_path, test_config):
     (None, {}, 'not found'),
     ({'body': ['a', 'b'], 'label': [0, 1]}, {}, 'missing column'),
     ({'text': ['a', 'b', 'c', 'd'], 'label': [1, 1, 1, 1]}, {}, 'fewer than two classes'),
-    ({'text': ['a', 'b', 'c', 'd'], 'label': ['x', 'y', 'x', 'y']}, {}, 'non-negative integers'),
+    ({'text': ['a', 'b', 'c', 'd'], 'label': [0.5, 1.5, 0.5, 1.5]}, {}, 'integers or names'),
 ])
 def test_local_data_errors(tmp_path, test_config, rows, columns, message):
   path = str(tmp_path / 'missing.csv') if rows is None else _write_csv(tmp_path / 'd.csv', rows)
   config = test_config.data
   config.update(source='local', train_path=path, train_size=0, test_size=0, **columns)
   with pytest.raises(UserError, match=message):
+    data.load_splits(config)
+
+
+@pytest.mark.parametrize('labels, names', [
+    (['pos', 'neg'], ('neg', 'pos')), (['positive', 'negative'], ('negative', 'positive')),
+    ([5, 0], ('0', '5')), ([2, 1], ('1', '2'))])
+def test_labels_of_any_type_become_contiguous_ids_in_sorted_order(tmp_path, test_config, labels,
+                                                                  names):
+  texts = [f'review {i}' for i in range(40)]
+  rows = {'text': texts, 'label': [labels[i % 2] for i in range(40)]}
+  config = test_config.data
+  config.update(train_path=_write_csv(tmp_path / 'd.csv', rows), test_fraction=0.5,
+                validation_size=4.0)
+  splits = data.load_splits(config)
+  assert splits.label_names == names
+  by_text = dict(zip(texts, rows['label']))
+  for split in (splits.train, splits.validation, splits.test):
+    assert [names[i] for i in data.labels_of(split)] == [
+        str(by_text[t]) for t in data.texts_of(split)]
+
+
+def test_a_label_only_in_the_test_file_is_refused(tmp_path, test_config):
+  config = test_config.data
+  config.update(train_path=_write_csv(tmp_path / 'train.csv', {'text': ['a', 'b', 'c', 'd'],
+                                                              'label': ['pos', 'neg'] * 2}),
+                test_path=_write_csv(tmp_path / 'test.csv', {'text': ['e', 'f'],
+                                                            'label': ['pos', 'neutral']}))
+  with pytest.raises(UserError, match=r"test labels \['neutral'\] never occur in the training"):
     data.load_splits(config)
 
 

@@ -66,7 +66,11 @@ def check_accuracy_fields(record, n_validation=60, n_test=100):
   assert record['test_correct'].count('1') == round(record['test_accuracy'] * n_test)
 
 
-def test_baseline_search_records_trials_and_resumes_to_the_total(tmp_path, test_config):
+def test_baseline_search_records_trials_and_resumes_to_the_total(tmp_path, test_config,
+                                                                 capsys):
+  space = test_config.search.space
+  space.num_layers, space.hidden_size, space.intermediate_size = (2,), (128,), (512,)
+  space.num_heads = (2, 4, 8)  # A 3-point grid, run to the end in two parts.
   runner.run(spec(tmp_path, 'baseline', sampler='grid', n_trials=2), test_config)
   results = json.loads((tmp_path / 'results.json').read_text())
   assert (results['workflow'], results['sampler'], results['n_complete']) == ('baseline', 'grid', 2)
@@ -79,6 +83,7 @@ def test_baseline_search_records_trials_and_resumes_to_the_total(tmp_path, test_
   assert len({json.dumps(t['params'], sort_keys=True) for t in trials}) == 3
   assert results['majority_class_accuracy'] == 0.5  # The easy reviews are balanced.
   assert results['search_space']['identity_choices'] is False  # The grid: sizes only.
+  assert results['search_space']['grid_points'] == 3
   for t in trials:
     arch = Architecture.from_dict(t['architecture'])
     model = BertClassifier(arch, **json.loads(
@@ -95,6 +100,11 @@ def test_baseline_search_records_trials_and_resumes_to_the_total(tmp_path, test_
     assert t['value'] == t['float_validation_accuracy']
     assert t['test_accuracy'] == t['float_test_accuracy']
     assert t['model_bytes'] < t['float_model_bytes'] / 3
+  outputs = [tmp_path / name for name in ('results.json', 'summary.md', 'best_so_far.png')]
+  written = [path.stat().st_mtime_ns for path in outputs]
+  runner.run(spec(tmp_path, 'baseline', sampler='grid', n_trials=3), test_config)
+  assert "study 'test' is complete (3 of 3 trials); nothing to run" in capsys.readouterr().out
+  assert [path.stat().st_mtime_ns for path in outputs] == written  # Left as they were.
   best = results['best']
   check_accuracy_fields(best)
   assert best['value'] == max(t['value'] for t in trials)
@@ -132,20 +142,17 @@ def shuffle_float_weights(model_dir):
     checkpointer.save(path, shuffled)
 
 
-def test_samplers_search_one_space_run_a_full_grid_and_repeat(tmp_path, test_config):
+def test_samplers_search_one_space_and_repeat(tmp_path, test_config):
   space = test_config.search.space
   space.num_layers, space.num_heads, space.hidden_size = (2,), (2,), (128,)
-  space.intermediate_size = (512, 768)  # A 2-point grid, run to the end.
-  results = runner.run(runner.RunSpec('samplers', 'tpe', 2, str(tmp_path), '', 'test',
+  space.intermediate_size = (512, 768)
+  results = runner.run(runner.RunSpec('samplers', 'tpe', 1, str(tmp_path), '', 'test',
                                       repeats=2), test_config)
   assert list(results['runs']) == ['grid', 'grid-r1', 'random', 'random-r1', 'tpe', 'tpe-r1']
-  for name, run in results['runs'].items():
-    assert run['n_complete'] == 2 and run['search_space']['identity_choices'] is False
+  for run in results['runs'].values():
+    assert run['n_complete'] == 1 and run['search_space']['identity_choices'] is False
     assert run['seed'] == test_config.seed + run['repeat']
     assert not any(name.startswith('layer_') for t in run['trials'] for name in t['params'])
-  for name in ('grid', 'grid-r1'):  # The whole grid, each point once.
-    trials = results['runs'][name]['trials']
-    assert sorted(t['params']['intermediate_size_idx'] for t in trials) == [0, 1]
   comparisons = results['comparisons']
   assert len(comparisons) == 6  # 3 pairs of samplers x 2 repeats.
   assert all(0 < c['p_value'] <= 1 and c['n_test'] == 100 for c in comparisons)

@@ -2,10 +2,13 @@
 SQLite Optuna study (no training)."""
 
 import base64
+import html
 import json
 import math
+import os
 import re
 import shutil
+import subprocess
 
 import numpy as np
 import optuna
@@ -121,9 +124,9 @@ def test_single_study_report(tmp_path):
   assert '40 complete, 1 fail, 1 pruned, 1 running' in page
   best = results['best']
   assert best['architecture']['hidden_size'] == 192
-  best_rows = re.findall(r'<tr><td>(\d+)</td><td>(0\.\d{4})</td>', page)
+  best_rows = re.findall(r'<tr><td>(\d+)</td><td>(0\.\d{3})</td>', page)
   assert len(best_rows) == report.TOP_K
-  assert best_rows[0] == (str(best['number']), f'{best["value"]:.4f}')
+  assert best_rows[0] == (str(best['number']), f'{best["value"]:.3f}')
   assert [float(v) for _, v in best_rows] == sorted((float(v) for _, v in best_rows),
                                                    reverse=True)
   (row,) = _rows(page, str(best['number']))
@@ -132,10 +135,10 @@ def test_single_study_report(tmp_path):
                 stats.interval_text(best, 'test'), f'{best["model_bytes"]:,}',
                 f'{best["float_model_bytes"]:,}', '0.500'):
     assert f'<td>{value}</td>' in row
-  importances = re.findall(r'<tr><td>([\w/]+)</td><td>(\d\.\d{3})</td><td><div class="bar"',
-                           page)
-  assert importances[0][0] == 'hidden_size_idx'
-  assert {name for name, _ in importances} == set(DISTRIBUTIONS)
+  importances = re.findall(
+      r'<tr><td>([\w/]+)</td><td>(\d\.\d{3})</td><td><div class="track"><div class="bar"', page)
+  assert importances[0][0] == 'hidden_size'  # Named as sizes, not as sampled indices.
+  assert {name for name, _ in importances} == {n.removesuffix('_idx') for n in DISTRIBUTIONS}
   assert math.isclose(sum(float(v) for _, v in importances), 1.0, abs_tol=0.01)
 
 
@@ -152,7 +155,11 @@ def test_composite_report_with_few_trials_and_a_moved_workdir(tmp_path):
   moved = tmp_path / 'moved'
   moved.mkdir()
   shutil.move(tmp_path / 'study.db', moved / 'study.db')
-  _write(moved, {'workflow': 'compare', 'storage': storage, 'runs': runs})
+  comparison = {'a': 'baseline', 'b': 'retrain', 'repeat': 0, 'a_trial': 0, 'b_trial': 2,
+                'a_test_accuracy': 0.8, 'b_test_accuracy': 0.83, 'n_test': 500, 'only_a': 10,
+                'only_b': 25, 'p_value': 0.0167, 'significant': True}
+  _write(moved, {'workflow': 'compare', 'storage': storage, 'runs': runs,
+                 'comparisons': [comparison]})
   plots.plot_best_so_far(runs, str(moved / 'nas_comparison_curve.png'), 't')
   plots.plot_pareto([dict(accuracy=0.5, model_bytes=100)], str(moved / 'extra.png'))
   page = open(report.write_report(str(moved))).read()
@@ -164,6 +171,8 @@ def test_composite_report_with_few_trials_and_a_moved_workdir(tmp_path):
   assert '<td>0.610 [0.567, 0.652] (int8 after QAT)</td>' in post
   assert '<td>0.623</td><td>0.581</td>' in post  # int8 validation after and before QAT.
   assert page.count('1 fail, 1 pruned, 1 running') == 2
+  (tested,) = _rows(page, 'baseline (trial 0)')
+  assert '<td>0.0167</td><td>yes</td>' in tested
 
 
 def test_multi_objective_report_lists_the_pareto_front(tmp_path):
@@ -182,7 +191,7 @@ def test_multi_objective_report_lists_the_pareto_front(tmp_path):
   listed = [int(n) for n in re.findall(r'<tr><td>(\d+)</td><td>0\.\d+, ', page)]
   assert sorted(listed) == sorted(front) and front
   assert f'{len(front)} of 8 completed trials are on the front under the limit of 1,100,000' in page
-  assert re.search(r'<tr><td>hidden_size_idx</td>', page)
+  assert re.search(r'<tr><td>hidden_size</td>', page)
 
 
 def test_plot_pareto_returns_the_feasible_front(tmp_path):
@@ -199,3 +208,38 @@ def test_plot_pareto_returns_the_feasible_front(tmp_path):
 def test_missing_results_is_a_user_error(tmp_path):
   with pytest.raises(UserError, match='no .*results.json'):
     report.write_report(str(tmp_path))
+
+
+CHROMIUM = shutil.which('chromium')
+MEASURE = """<script>window.addEventListener('load', () => {
+  const widths = sel => [...document.querySelectorAll(sel)].map(
+      e => e.getBoundingClientRect().width);
+  const out = document.createElement('pre');
+  out.id = 'measured';
+  out.textContent = JSON.stringify({bars: widths('.bar'), images: [...document.images].map(
+      i => i.naturalWidth), table: widths('table')});
+  document.body.appendChild(out);
+});</script></body>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get('JAXNAS_REQUIRE_CHROMIUM'),
+                    reason="headless Chromium not installed (Debian's chromium; .ci/run has it)")
+def test_report_in_a_real_browser_shows_bars_and_images(tmp_path):
+  """What a person sees: every importance bar has a width and every image decodes."""
+  assert CHROMIUM, 'JAXNAS_REQUIRE_CHROMIUM is set but chromium is not installed'
+  storage = f'sqlite:///{tmp_path}/study.db'
+  _write(tmp_path, {**_study_results(storage, 'jaxnas', 'retrain', 12), 'storage': storage})
+  page = open(report.write_report(str(tmp_path))).read()
+  probe = tmp_path / 'measured.html'
+  probe.write_text(page.replace('</body>', MEASURE))
+  dom = subprocess.run(
+      [CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
+       '--no-first-run', '--disable-background-networking', '--disable-component-update',
+       '--disable-sync', f'--user-data-dir={tmp_path / "profile"}', '--window-size=1200,900',
+       '--virtual-time-budget=5000', '--dump-dom', probe.as_uri()],
+      capture_output=True, text=True, timeout=120, check=True).stdout
+  measured = json.loads(html.unescape(re.search(r'<pre id="measured">(.*?)</pre>', dom).group(1)))
+  assert len(measured['bars']) == len(DISTRIBUTIONS)  # One per searched parameter.
+  assert all(width > 0 for width in measured['bars'])
+  assert max(measured['bars']) > 100  # The most important parameter's bar: 12em wide.
+  assert measured['images'] and all(width > 0 for width in measured['images'])

@@ -112,7 +112,8 @@ def test_kill_9_at_several_points_loses_no_finished_work(tmp_path):
   search = Search(tmp_path)
   search.kill_when(lambda _: search.float_checkpoint_steps())  # Mid-training.
   saved_steps = search.float_checkpoint_steps()
-  search.kill_when(lambda stderr: 'eval int8' in stderr)  # Compressing the resumed trial.
+  # Compressing the resumed trial.
+  search.kill_when(lambda stderr: 'validation int8' in stderr)
   search.kill_when(lambda _: search.n_complete() == 1)  # Between trials.
   subprocess.run(search.command, cwd=ROOT, check=True, capture_output=True, timeout=600)
   trials = json.loads((tmp_path / 'results.json').read_text())['trials']

@@ -23,10 +23,28 @@ def test_trains_bert_style_uncased_wordpiece_and_caches(test_config):
   assert len(os.listdir(os.path.expanduser(config.cache_dir))) == 2
 
 
+def test_truncation_keeps_the_start_or_the_end_and_is_saved_with_the_tokenizer(test_config,
+                                                                               tmp_path):
+  config = test_config.tokenizer
+  config.max_length = 6
+  texts = ['one two three four five six seven eight'] * 20
+  decoded = {}
+  for side in ('right', 'left'):
+    config.truncation_side = side
+    tok = tokenizer.get_tokenizer(config, texts, 'data')
+    (ids,) = tokenizer.encode(tok, texts[:1])
+    assert ids[0] == tok.token_to_id('[CLS]') and ids[-1] == tok.token_to_id('[SEP]')
+    decoded[side] = tok.decode(ids.tolist())
+    tok.save(str(tmp_path / f'{side}.json'))  # As saved with a model: reloads the same way.
+    reloaded = tokenizer.load_tokenizer(str(tmp_path / f'{side}.json'))
+    assert tokenizer.encode(reloaded, texts[:1])[0].tolist() == ids.tolist()
+  assert decoded == {'right': 'one two three four', 'left': 'five six seven eight'}
+
+
 def test_training_gives_the_same_ids_every_time(test_config):
   # The trainer orders tokens of equal rank by hash-map order, which changes from one training
   # to the next; the ids (embedding rows) must not, or the same seed trains another model.
-  test_config.data.train_size = 300
+  test_config.data.update(source='embedded', train_size=300)
   texts = data.texts_of(data.load_splits(test_config.data).train)
   vocabs = [tokenizer.train_wordpiece(texts, vocab_size=500).get_vocab() for _ in range(4)]
   assert all(vocab == vocabs[0] for vocab in vocabs[1:])
