@@ -123,25 +123,31 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
       post_compression = compress_best(exp.with_seed(config.seed + planned.repeat), best, done)
       if leader:
         results['runs'][planned.name]['post_compression'] = post_compression
-  if not leader:
-    return results
-  if len({planned.group for planned in studies}) > 1:
-    results['comparisons'] = paired_comparisons(results['runs'])
+  if leader:
+    if len({planned.group for planned in studies}) > 1:
+      results['comparisons'] = paired_comparisons(results['runs'])
+    write_outputs(spec, results, studies)
+  return results
+
+
+def write_outputs(spec: RunSpec, results: dict, studies: list):
+  """The final results.json, figures and summary.md, and where they are (and how to reload
+  each best model)."""
+  results_path = os.path.join(spec.workdir, 'results.json')
   write_results(results_path, results)
-  figure = draw_figures(spec, results)
+  figures = draw_figures(spec, results)
   table = summary.summary_markdown(results)
   summary_path = os.path.join(spec.workdir, 'summary.md')
   with open(summary_path, 'w') as f:
     f.write(table + '\n')
   print(table)
-  print(f'\nresults: {results_path}\nsummary: {summary_path}\nfigures: {", ".join(figure)}')
+  print(f'\nresults: {results_path}\nsummary: {summary_path}\nfigures: {", ".join(figures)}')
   for planned in studies:
     run_results = results['runs'][planned.name]
     if run_results['best'] is not None:
       print(f'best model of study {planned.study_name!r}: {run_results["best_model_dir"]}\n'
             f'  reload it: python launch.py --workflow=evaluate '
             f'--checkpoint={_shortest_path(run_results["best_model_dir"])}')
-  return results
 
 
 def _shortest_path(path: str) -> str:

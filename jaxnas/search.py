@@ -409,11 +409,11 @@ def summary_line(number: int, record: dict) -> str:
   int8 = (f'int8 before/after QAT {before:.3f}/{record["int8_validation_accuracy"]:.3f}'
           if before is not None else f'int8 {record["int8_validation_accuracy"]:.3f}')
   return (f'trial {number}: validation (n={record["n_validation"]}): '
-          f'float {record["float_validation_accuracy"]:.3f}, {int8} | test (n='
-          f'{record["n_test"]}): {record["test_accuracy"]:.3f} [{record["test_accuracy_interval"][0]:.3f}, '
-          f'{record["test_accuracy_interval"][1]:.3f}] | L={arch["num_layers"]} '
-          f'H={arch["num_heads"]} d={arch["hidden_size"]} ff={arch["intermediate_size"]}'
-          f'{identity} params={record["n_params"]:,} {record["trial_seconds"]:.0f}s')
+          f'float {record["float_validation_accuracy"]:.3f}, {int8} | test '
+          f'(n={record["n_test"]}): {stats.interval_text(record, "test")} | '
+          f'L={arch["num_layers"]} H={arch["num_heads"]} d={arch["hidden_size"]} '
+          f'ff={arch["intermediate_size"]}{identity} params={record["n_params"]:,} '
+          f'{record["trial_seconds"]:.0f}s')
 
 
 def trial_records(study: optuna.Study) -> list[dict]:

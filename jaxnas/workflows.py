@@ -310,15 +310,14 @@ def _run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_di
 def compress_and_score(exp: Experiment, trained: TrainedModel, retrain: bool) -> dict:
   """Compresses `trained` and scores the served int8 model on validation and test, and with
   `retrain` also after post-compression training (keys `retrained_...`)."""
+  scores = lambda compressed: {
+      **compression_record(compressed),
+      **test_record(score_served_int8(exp, compressed.model, compressed.int8), 'int8_')}
   compressed = compress(exp, trained)
-  record = {**compression_record(compressed),
-            **test_record(score_served_int8(exp, compressed.model, compressed.int8), 'int8_')}
+  record = scores(compressed)
   if retrain:
     retrained, _ = post_compression_training(exp, compressed)
-    retrained_record = {
-        **compression_record(retrained),
-        **test_record(score_served_int8(exp, retrained.model, retrained.int8), 'int8_')}
-    record.update({f'retrained_{k}': v for k, v in retrained_record.items()})
+    record.update({f'retrained_{k}': v for k, v in scores(retrained).items()})
   return record
 
 
@@ -334,6 +333,5 @@ def compare_engines(exp: Experiment, trained: TrainedModel,
              'float_model_bytes': quantization.tree_bytes(trained.params), 'engines': {}}
   for name in engines:
     engine_exp = dataclasses.replace(exp, engine=quantization.get_engine(name))
-    record = compress_and_score(engine_exp, trained, retrain)
-    results['engines'][name] = record
+    results['engines'][name] = compress_and_score(engine_exp, trained, retrain)
   return results
