@@ -59,13 +59,9 @@ def texts_of(dataset) -> list[str]:
 
 
 def load_splits(config) -> Splits:
-  """Loads, deduplicates, splits and subsamples the data described by `config` (config.data)."""
+  """Loads, deduplicates, splits and subsamples the data described by `config` (config.data,
+  whose ranges config_checks.py checks)."""
   datasets.disable_progress_bars()
-  if not 0.0 < config.test_fraction < 1.0:
-    raise UserError(f'data.test_fraction must be in (0, 1), got {config.test_fraction}')
-  if not config.validation_size > 0:
-    raise UserError('data.validation_size must be a count (>= 1) or a fraction in (0, 1), '
-                    f'got {config.validation_size}')
   if config.source == 'embedded':
     full = _read_files([embedded_csv_path()])
     full = full.filter(lambda source: source == 'imdb', input_columns='source')

@@ -30,11 +30,13 @@ OBJECTIVES = {name: f'validation accuracy, {form}' for name, form in plots.OBJEC
 # PED-ANOVA (Optuna's default evaluator) compares the top 10% of trials with all of them.
 FEW_TRIALS_FOR_IMPORTANCE = 10
 STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1400px; margin: 2em auto; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; }
 td:first-child, th:first-child { text-align: left; }
+td { white-space: nowrap; }
+td.text { text-align: left; font-size: 0.8em; min-width: 16em; white-space: normal; }
 .track { width: 12em; }
 .bar { background: #4c78a8; height: 0.8em; min-width: 2px; }
 .note { color: #666; font-size: 0.9em; }
@@ -137,9 +139,13 @@ def studies_table(runs: dict, studies: dict) -> str:
     objective = ', '.join([OBJECTIVES.get(run.get('workflow'), 'accuracy')]
                           + list(run.get('objectives', ()))[1:])
     rows.append([name, run.get('workflow', ''), objective, run.get('sampler', ''),
-                 run.get('study_name', ''), counts or 'none', _objective(best)])
+                 run.get('study_name', ''), counts or 'none', _objective(best),
+                 stats.interval_text(best, 'test'),
+                 f'{run.get("n_validation", "?")} / {run.get("n_test", "?")}',
+                 _number(run.get('majority_class_accuracy'), '.3f')])
   return _table(['study', 'workflow', 'objective', 'sampler', 'Optuna study', 'trials',
-                 'best objective'], rows)
+                 'best objective', 'best trial: test [95% interval]',
+                 'validation / test reviews', 'majority class (test)'], rows)
 
 
 def run_sections(run: dict) -> list[str]:
@@ -194,7 +200,8 @@ def architecture_table(trials: list[dict], post_compression: dict | None) -> str
                  _number(p.get('retrained_sparsity'), '.3f'),
                  _number(p.get('retrained_model_bytes'), ','), '', ''])
   used = [i for i in range(len(headers)) if any(row[i] != '' for row in rows)]
-  return _table([headers[i] for i in used], [[row[i] for i in used] for row in rows])
+  return _table([headers[i] for i in used], [[row[i] for i in used] for row in rows],
+                text_columns=('identity layers',))
 
 
 def param_importances(study: optuna.Study) -> tuple[dict | None, str]:
@@ -292,10 +299,15 @@ def _paragraph(text: str) -> str:
   return f'<p class="note">{html.escape(text)}</p>'
 
 
-def _table(headers: list, rows: list, escape: bool = True) -> str:
+def _table(headers: list, rows: list, escape: bool = True, text_columns=()) -> str:
+  """An HTML table; cells of the columns named in `text_columns` are set as text (left
+  aligned, small, wrapping), the others as numbers."""
   cell = lambda v: html.escape(str(v)) if escape else str(v)
+  text = [header in text_columns for header in headers]
   head = ''.join(f'<th>{html.escape(h)}</th>' for h in headers)
-  body = ''.join('<tr>' + ''.join(f'<td>{cell(v)}</td>' for v in row) + '</tr>' for row in rows)
+  body = ''.join('<tr>' + ''.join(f'<td class="text">{cell(v)}</td>' if is_text
+                                  else f'<td>{cell(v)}</td>' for v, is_text in zip(row, text))
+                 + '</tr>' for row in rows)
   return f'<table><tr>{head}</tr>{body}</table>'
 
 

@@ -32,7 +32,8 @@ def test_embedded_splits_are_deduplicated_disjoint_stratified_and_subsampled(tes
   assert data.texts_of(data.load_splits(config).train) != data.texts_of(small.train)
 
 
-@pytest.mark.parametrize('size, message', [(0.0, 'a count'), (2.5, 'a whole number'),
+@pytest.mark.parametrize('size, message', [(0.01, 'validation split .* is empty'),
+                                           (2.5, 'a whole number'),
                                            (40.0, 'leaves no training data')])
 def test_bad_validation_size(tmp_path, test_config, size, message):
   rows = {'text': [f'text number {i}' for i in range(40)], 'label': [i % 2 for i in range(40)]}
