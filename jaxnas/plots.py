@@ -32,31 +32,35 @@ def plot_best_so_far(runs: dict, path: str, title: str):
   groups = {}
   for run in runs.values():
     groups.setdefault(run.get('group', run.get('workflow')), []).append(run)
-  fig, ax = plt.subplots(figsize=(8, 4.8))
+  forms = {OBJECTIVE_FORMS.get(run['workflow'], run['workflow']) for run in runs.values()}
+  fig, ax = plt.subplots(figsize=(11, 5))
   colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
   repeated = any(len(members) > 1 for members in groups.values())
-  for (label, members), color in zip(groups.items(), colors):
+  for i, ((group, members), color) in enumerate(zip(groups.items(), colors)):
+    form = OBJECTIVE_FORMS.get(members[0]['workflow'], members[0]['workflow'])
+    label = group if len(forms) == 1 else f'{group} ({form})'
+    offset = 0.08 * (i - (len(groups) - 1) / 2)  # Side by side where trials coincide.
     if repeated:
       _draw_repeats(ax, label, members, color)
     else:
-      _draw_study(ax, label, members[0], color)
+      _draw_study(ax, label, members[0], color, offset)
   first = next(iter(runs.values()))
   if first.get('validation_majority_class_accuracy') is not None:
     ax.axhline(first['validation_majority_class_accuracy'], color='gray', linestyle=':',
                label='majority class (validation)')
-  forms = sorted({OBJECTIVE_FORMS.get(run['workflow'], run['workflow']) for run in runs.values()})
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ylabel = f'accuracy ({forms.pop()})' if len(forms) == 1 else 'accuracy (each study\'s objective)'
   _save(fig, ax, path, 'completed trial (mean over repeats)' if repeated else 'trial number',
-        f'accuracy ({"; ".join(forms)})', title)
+        ylabel, title)
 
 
-def _draw_study(ax, label: str, run: dict, color):
+def _draw_study(ax, label: str, run: dict, color, offset: float = 0.0):
   trials = sorted((t for t in run['trials'] if t['state'] == 'COMPLETE'),
                   key=lambda t: t['number'])
   if not trials:
     return
   n = run['n_validation']
-  numbers = [t['number'] for t in trials]
+  numbers = np.array([t['number'] for t in trials]) + offset
   values = np.array([t['value'] for t in trials])
   low, high = np.array([stats.wilson_interval(round(v * n), n) for v in values]).T
   ax.errorbar(numbers, values, yerr=[values - low, high - values], fmt='o', color=color,
@@ -66,7 +70,7 @@ def _draw_study(ax, label: str, run: dict, color):
           label=f'{label}: best so far, validation')
   best = run.get('best')
   if best and best.get('test_accuracy') is not None:
-    x = numbers[-1] + 0.25
+    x = numbers[-1] + 0.3
     low, high = best['test_accuracy_interval']
     ax.errorbar([x], [best['test_accuracy']], yerr=[[best['test_accuracy'] - low],
                                                    [high - best['test_accuracy']]],
@@ -94,7 +98,7 @@ def _save(fig, ax, path: str, xlabel: str, ylabel: str, title: str):
   ax.set_ylabel(ylabel)
   ax.set_title(title)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0))
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
