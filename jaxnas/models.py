@@ -1,8 +1,9 @@
 """A BERT-style encoder classifier whose shape is set by an `Architecture`.
 
 Post-LayerNorm blocks, exact GELU feed-forward, dropout, a [CLS] pooler with tanh and a
-classifier head. Each square Dense (query, key, value and attention output of each layer, and
-the pooler) is either a Dense or the identity, as the architecture says. A quantization engine
+classifier head. Each square Dense (query, key, value and attention output of each layer, the
+pooler, and where hidden_size == intermediate_size the two feed-forward Dense layers too, as
+the lab's rule gives them) is either a Dense or the identity, as the architecture says. A quantization engine
 plugs in through `dot_general_cls` (used by every Dense) and `embedding_quantizer` (applied to
 the embedding tables); activation pruning of each Dense input is optional.
 
@@ -25,6 +26,7 @@ from jaxnas.errors import UserError
 from jaxnas.tokenizer import PAD_ID
 
 SQUARE_PROJECTIONS = ('query', 'key', 'value', 'attention_output')
+FEED_FORWARD = ('intermediate', 'output')  # Square when hidden_size == intermediate_size.
 INIT_STDDEV = 0.02  # Of every Dense kernel and embedding table, as in BERT.
 
 
@@ -32,7 +34,8 @@ INIT_STDDEV = 0.02  # Of every Dense kernel and embedding table, as in BERT.
 class Architecture:
   """One point of the search space. `identity` names the square Dense layers that are skipped.
 
-  Names are 'layer_{i}/{projection}' for projection in SQUARE_PROJECTIONS, and 'pooler'.
+  Names are 'layer_{i}/{projection}' for projection in SQUARE_PROJECTIONS (and FEED_FORWARD
+  when those are square), and 'pooler'.
   """
   num_layers: int
   num_heads: int
@@ -46,7 +49,8 @@ class Architecture:
     if self.hidden_size % self.num_heads:
       raise UserError(f'hidden_size={self.hidden_size} is not divisible by '
                       f'num_heads={self.num_heads}')
-    unknown = set(self.identity) - set(square_dense_names(self.num_layers))
+    unknown = set(self.identity) - set(square_dense_names(self.num_layers, self.hidden_size,
+                                                          self.intermediate_size))
     if unknown:
       raise UserError(f'unknown identity layer name(s) {sorted(unknown)}')
     object.__setattr__(self, 'identity', tuple(sorted(self.identity)))
@@ -62,8 +66,10 @@ class Architecture:
     return cls(**(dict(d) | {'identity': tuple(d.get('identity', ()))}))
 
 
-def square_dense_names(num_layers: int) -> list[str]:
-  return [f'layer_{i}/{p}' for i in range(num_layers) for p in SQUARE_PROJECTIONS] + ['pooler']
+def square_dense_names(num_layers: int, hidden_size: int, intermediate_size: int) -> list[str]:
+  """The Dense layers with equal input and output sizes, which may be the identity."""
+  projections = SQUARE_PROJECTIONS + (FEED_FORWARD if hidden_size == intermediate_size else ())
+  return [f'layer_{i}/{p}' for i in range(num_layers) for p in projections] + ['pooler']
 
 
 def _mix32(x: jax.Array) -> jax.Array:
@@ -181,8 +187,9 @@ class EncoderLayer(nn.Module):
                            name='attention_output')(context)
     attention = Dropout(self.dropout_rate)(attention, seed)
     x = nn.LayerNorm(epsilon=1e-12, dtype=self.dtype, name='attention_norm')(x + attention)
-    hidden = nn.gelu(self.dense(arch.intermediate_size, name='intermediate')(x), approximate=False)
-    output = self.dense(arch.hidden_size, name='output')(hidden)
+    hidden = nn.gelu(self.dense(arch.intermediate_size, arch.is_linear(name('intermediate')),
+                                name='intermediate')(x), approximate=False)
+    output = self.dense(arch.hidden_size, arch.is_linear(name('output')), name='output')(hidden)
     output = Dropout(self.dropout_rate)(output, seed)
     return nn.LayerNorm(epsilon=1e-12, dtype=self.dtype, name='output_norm')(x + output)
 

@@ -1,8 +1,10 @@
 """The search space, sampled from an Optuna trial.
 
 Sizes are sampled as integer indices into the option lists, as the original lab did, so TPE
-sees an ordered parameter. Each square Dense of the sampled depth (and the pooler) gets a
-categorical Linear/Identity choice; the grid fixes them all to Linear, as the original did.
+sees an ordered parameter. Each square Dense of the sampled architecture (and the pooler)
+gets a categorical Linear/Identity choice named after it ('layer_0/query', 'pooler', and
+'layer_0/intermediate' only when hidden_size == intermediate_size); the grid fixes them all
+to Linear, as the original did.
 The option lists come from the config (`config.search.space`); `LAB_SPACE` is the lab's.
 """
 
@@ -47,7 +49,9 @@ def suggest_architecture(trial: optuna.Trial, space: dict,
            for name, options in space.items()}
   identity = ()
   if with_identity_choices:
-    identity = tuple(name for name in square_dense_names(sizes['num_layers'])
+    identity = tuple(name for name in square_dense_names(sizes['num_layers'],
+                                                         sizes['hidden_size'],
+                                                         sizes['intermediate_size'])
                      if trial.suggest_categorical(name, (LINEAR, IDENTITY)) == IDENTITY)
   return Architecture(**sizes, identity=identity)
 

@@ -44,6 +44,17 @@ def test_identity_layers_have_no_parameters():
   assert count_params(params_of(Architecture(2, 2, 64, 128))) - count_params(params) == 3 * 64 * 65
 
 
+def test_square_feed_forward_identity_removes_its_dense_and_changes_the_output():
+  arch = Architecture(2, 2, 64, 64, identity=('layer_0/intermediate', 'layer_1/output'))
+  params = params_of(arch)
+  assert 'intermediate' not in params['layer_0'] and 'output' in params['layer_0']
+  assert 'output' not in params['layer_1'] and 'intermediate' in params['layer_1']
+  full = params_of(Architecture(2, 2, 64, 64))
+  assert count_params(full) - count_params(params) == 2 * 64 * 65
+  logits = BertClassifier(arch, 50, 8).apply({'params': params}, IDS)
+  assert logits.shape == (IDS.shape[0], 2) and np.all(np.isfinite(logits))
+
+
 def test_padding_does_not_change_logits():
   arch = Architecture(2, 2, 64, 128)
   model = BertClassifier(arch, 50, 16)
