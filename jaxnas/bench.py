@@ -10,6 +10,7 @@ Prints one JSON line per case. Cases:
     float and served-int8 eval. Against torch, `transformers.BertForSequenceClassification`
     gets the same initial weights and the same token batches; JAX and torch rounds alternate
     and the reported ratio is the median of per-round ratios (robust to a loaded machine).
+    The served int8 eval is also timed with configs/lab2.py's activation pruning (0.5).
   * `epoch`: one epoch of the embedded IMDb training split (its 12,500 reviews, or
     `--epoch_train_size` of them) at max_length 512, batch 8: jaxnas's `Trainer.fit` with its
     length buckets against HF Trainer with dynamic padding (`DataCollatorWithPadding`), as the
@@ -85,6 +86,7 @@ SHAPES = {
 }
 DROPOUT = 0.1
 LEARNING_RATE = 5e-5
+LAB_ACTIVATION_SPARSITY = 0.5  # configs/lab2.py's: each Dense input's smallest half zeroed.
 
 
 def data_config(train_size: int):
@@ -174,6 +176,10 @@ class JaxSide:
     self.int8_eval, self.compile_seconds['eval_int8'] = timed(
         lambda: train.jit_eval_step(engine.serving_apply(model), served_int8=True)
         .lower(self.int8, batches[0]).compile())
+    pruned = model.clone(activation_sparsity=LAB_ACTIVATION_SPARSITY)
+    self.int8_pruned_eval, self.compile_seconds['eval_int8_activation_pruned'] = timed(
+        lambda: train.jit_eval_step(engine.serving_apply(pruned), served_int8=True)
+        .lower(self.int8, batches[0]).compile())
     self.params = params
     memory = self.train_step.memory_analysis()
     self.step_memory_bytes = (memory.temp_size_in_bytes + memory.argument_size_in_bytes
@@ -191,6 +197,9 @@ class JaxSide:
 
   def eval_int8(self) -> float:
     return self._eval(self.int8_eval, self.int8)
+
+  def eval_int8_activation_pruned(self) -> float:
+    return self._eval(self.int8_pruned_eval, self.int8)
 
   def _eval(self, compiled, variables) -> float:
     start = time.perf_counter()
@@ -314,7 +323,7 @@ def fixed_shape_case(name: str, split, vocab_size: int, against: str, peak: floa
   times = collections.defaultdict(list)
   for round_ in range(FLAGS.rounds + 1):  # Round 0 warms up and is not counted.
     for side_name, side in sides.items():
-      for what in ('train', 'eval_float', 'eval_int8'):
+      for what in ('train', 'eval_float', 'eval_int8', 'eval_int8_activation_pruned'):
         if hasattr(side, what):
           seconds = getattr(side, what)()
           if round_:
@@ -331,6 +340,8 @@ def fixed_shape_case(name: str, split, vocab_size: int, against: str, peak: floa
       'train_real_tokens_per_s': round(train_rate * real_tokens(batches) / examples, 1),
       'eval_float_examples_per_s': round(rate('jax_eval_float'), 2),
       'eval_int8_examples_per_s': round(rate('jax_eval_int8'), 2),
+      'eval_int8_activation_pruned_examples_per_s':
+          round(rate('jax_eval_int8_activation_pruned'), 2),
       'train_step_memory_mb': round(sides['jax'].step_memory_bytes / 2 ** 20, 1),
       'process_peak_rss_mb': round(peak_rss_mb(), 1),
       'train_gflop_per_s': round(train_rate * flops / 1e9, 2),

@@ -122,9 +122,19 @@ class Dropout(nn.Module):
 
 
 def prune_activations(x, sparsity: float):
-  """Zeroes the `sparsity` fraction of entries of x with the smallest |x| (one batch threshold)."""
-  threshold = jnp.quantile(jnp.abs(x).astype(jnp.float32), sparsity)
-  return jnp.where(jnp.abs(x) >= threshold, x, jnp.zeros_like(x))
+  """Zeroes the `sparsity` fraction of each activation vector's entries (the last axis: one
+  token's, or the pooler's one row) with the smallest |x|.
+
+  One threshold per token, not per batch tensor: a review then scores the same alone, beside
+  other reviews or beside padding rows, and padded positions neither count nor matter (the
+  attention mask already keeps them from real tokens). The threshold is the k-th largest |x|
+  of the vector (`lax.top_k`), a partial selection rather than the full sort of a quantile.
+  """
+  size = x.shape[-1]
+  keep = max(1, size - round(sparsity * size))
+  magnitude = jnp.abs(x)
+  threshold = jax.lax.top_k(magnitude, keep)[0][..., -1:]
+  return jnp.where(magnitude >= threshold, x, jnp.zeros_like(x))
 
 
 class Embed(nn.Module):
