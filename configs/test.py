@@ -27,7 +27,10 @@ def get_config():
   config.tokenizer.max_length = 32
   config.train.batch_size = 16
   config.train.eval_batch_size = 50
-  config.train.learning_rate = 3e-3
+  # 4-layer models stayed at the majority class with lr 3e-3 and no warmup; with these, the
+  # 2- and 4-layer models tried learned the easy reviews (validation 0.97 to 1.0).
+  config.train.learning_rate = 2e-3
+  config.train.warmup_steps = 10
   config.train.epochs = 3
   config.compression.retrain_epochs = 1
   config.train.checkpoint_every_steps = 4
