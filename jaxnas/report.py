@@ -154,6 +154,10 @@ def run_sections(run: dict) -> list[str]:
   if not trials:
     return [_paragraph('No completed trial yet.')]
   sections = []
+  if run.get('best') and run.get('best_model_dir'):
+    sections.append(_paragraph(
+        f'Best model (trial {run["best"]["number"]}): {run["best_model_dir"]}; reload it with '
+        f'python launch.py --workflow=evaluate --checkpoint={run["best_model_dir"]}'))
   if is_multi_objective(run):
     points = [dict(accuracy=t['value'], model_bytes=t['model_bytes'],
                    number=t['number']) for t in trials]

@@ -91,7 +91,8 @@ def _study_results(storage, study_name, workflow, num_complete, directions=('max
   return {'workflow': workflow, 'sampler': 'tpe', 'study_name': study_name, 'group': workflow,
           'repeat': 0, 'n_validation': 200, 'n_test': 500, 'majority_class_accuracy': 0.5,
           'validation_majority_class_accuracy': 0.51, 'n_complete': len(complete),
-          'best_so_far': best_so_far, 'best': best, 'trials': trials}
+          'best_so_far': best_so_far, 'best': best, 'trials': trials,
+          'best_model_dir': f'/runs/best_model/{study_name}'}
 
 
 def _write(workdir, results):
@@ -122,6 +123,7 @@ def test_single_study_report(tmp_path):
   assert not re.search(r'(src|href)="(?!data:)', page)  # Self-contained.
   assert len(_images(page)) == 1  # Best so far; no Pareto front for a single objective.
   assert '40 complete, 1 fail, 1 pruned, 1 running' in page
+  assert '--workflow=evaluate --checkpoint=/runs/best_model/jaxnas' in page
   best = results['best']
   assert best['architecture']['hidden_size'] == 192
   best_rows = re.findall(r'<tr><td>(\d+)</td><td>(0\.\d{3})</td>', page)
