@@ -151,7 +151,8 @@ def _load_local(config):
   else:
     train, dropped = _deduplicate(train)
     train, test = _split(train, config.test_fraction, config.seed)
-  return train, test, dropped, f'local:{os.path.abspath(config.train_path)}|{config.test_path or ""}'
+  description = f'local:{os.path.abspath(config.train_path)}|{config.test_path or ""}'
+  return train, test, dropped, description
 
 
 def _read_files(paths):

@@ -3,9 +3,10 @@
 Post-LayerNorm blocks, exact GELU feed-forward, dropout, a [CLS] pooler with tanh and a
 classifier head. Each square Dense (query, key, value and attention output of each layer, the
 pooler, and where hidden_size == intermediate_size the two feed-forward Dense layers too, as
-the lab's rule gives them) is either a Dense or the identity, as the architecture says. A quantization engine
-plugs in through `dot_general_cls` (used by every Dense) and `embedding_quantizer` (applied to
-the embedding tables); activation pruning of each Dense input is optional.
+the lab's rule gives them) is either a Dense or the identity, as the architecture says. A
+quantization engine plugs in through `dot_general_cls` (used by every Dense) and
+`embedding_quantizer` (applied to the embedding tables); activation pruning of each Dense
+input is optional.
 
 Mixed precision: with `dtype='bfloat16'` activations and matmuls are bfloat16 while the
 parameters (the master weights the optimizer updates) and their gradients stay float32;

@@ -49,7 +49,8 @@ def plot_best_so_far(runs: dict, path: str, title: str):
     ax.axhline(first['validation_majority_class_accuracy'], color='gray', linestyle=':',
                label='majority class (validation)')
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-  ylabel = f'accuracy ({forms.pop()})' if len(forms) == 1 else 'accuracy (each study\'s objective)'
+  ylabel = (f'accuracy ({forms.pop()})' if len(forms) == 1
+            else 'accuracy (each study\'s objective)')
   _save(fig, ax, path, 'completed trial (mean over repeats)' if repeated else 'trial number',
         ylabel, title)
 

@@ -38,9 +38,11 @@ def summary_markdown(results: dict) -> str:
       lines.append(
           f'| {name}, its best model compressed after the search | | | served int8, pruned: '
           f'without / with QAT | {post["trial"]} | {post["int8_validation_accuracy"]:.3f} / '
-          f'{post["retrained_int8_validation_accuracy"]:.3f} | {stats.interval_text(post, "int8_test")} '
-          f'/ {stats.interval_text(post, "retrained_int8_test")} | {stats.interval_text(post, "float_test")} | '
-          f'same | {post["retrained_sparsity"]:.3f} | {post["retrained_model_bytes"]:,} | |')
+          f'{post["retrained_int8_validation_accuracy"]:.3f} | '
+          f'{stats.interval_text(post, "int8_test")} / '
+          f'{stats.interval_text(post, "retrained_int8_test")} | '
+          f'{stats.interval_text(post, "float_test")} | same | '
+          f'{post["retrained_sparsity"]:.3f} | {post["retrained_model_bytes"]:,} | |')
   lines += _repeats_table(runs) + _comparisons_table(results.get('comparisons', []))
   return '\n'.join(lines)
 
