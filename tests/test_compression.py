@@ -96,7 +96,7 @@ def _experiment(test_config):
   split = toy_split(256, seed=0, length=16)
   config = test_config
   config.tokenizer.max_length = 16
-  config.train.update(learning_rate=3e-3, epochs=3, batch_size=16)
+  config.train.update(learning_rate=3e-3, warmup_steps=0, epochs=3, batch_size=16)
   config.compression.update(retrain_epochs=3, retrain_learning_rate=1e-3, weight_sparsity=0.85)
   trainer = train.Trainer(16, 64, (16,), seed=0, show_progress=False)
   return workflows.Experiment(config, tokenizer=None, train_split=split,

@@ -55,7 +55,7 @@ def test_stored_form_has_the_aqt_layout_and_is_about_4x_smaller():
 def experiment(test_config, monkeypatch):
   config = test_config
   config.tokenizer.max_length = 16
-  config.train.update(learning_rate=3e-3, epochs=3, batch_size=16)
+  config.train.update(learning_rate=3e-3, warmup_steps=0, epochs=3, batch_size=16)
   config.compression.update(retrain_epochs=3, retrain_learning_rate=1e-3, weight_sparsity=0.85,
                             quant_engine='qwix')
   monkeypatch.setattr(workflows.Experiment, 'model_settings', lambda self: dict(
