@@ -122,20 +122,32 @@ class Dropout(nn.Module):
     return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
 
 
+BISECTION_STEPS = 24  # Threshold resolution: the vector's largest |x| / 2^24.
+
+
 def prune_activations(x, sparsity: float):
   """Zeroes the `sparsity` fraction of each activation vector's entries (the last axis: one
   token's, or the pooler's one row) with the smallest |x|.
 
   One threshold per token, not per batch tensor: a review then scores the same alone, beside
   other reviews or beside padding rows, and padded positions neither count nor matter (the
-  attention mask already keeps them from real tokens). The threshold is the k-th largest |x|
-  of the vector (`lax.top_k`), a partial selection rather than the full sort of a quantile.
+  attention mask already keeps them from real tokens). The threshold is found by bisection,
+  the largest value that keeps enough entries: a few elementwise passes over the vector, where
+  a sort (a quantile) or `lax.top_k` made served int8 scoring 15x slower on a CPU.
   """
   size = x.shape[-1]
   keep = max(1, size - round(sparsity * size))
-  magnitude = jnp.abs(x)
-  threshold = jax.lax.top_k(magnitude, keep)[0][..., -1:]
-  return jnp.where(magnitude >= threshold, x, jnp.zeros_like(x))
+  magnitude = jnp.abs(x).astype(jnp.float32)
+
+  def halve(_, bounds):  # Invariant: at least `keep` entries have |x| >= low.
+    low, high = bounds
+    middle = (low + high) / 2
+    enough = jnp.sum(magnitude >= middle[..., None], axis=-1) >= keep
+    return jnp.where(enough, middle, low), jnp.where(enough, high, middle)
+
+  low = jnp.zeros(x.shape[:-1], jnp.float32)
+  low, _ = jax.lax.fori_loop(0, BISECTION_STEPS, halve, (low, jnp.max(magnitude, axis=-1)))
+  return jnp.where(magnitude >= low[..., None], x, jnp.zeros_like(x))
 
 
 class Embed(nn.Module):
