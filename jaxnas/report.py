@@ -52,7 +52,8 @@ def write_report(workdir: str) -> str:
   studies = {name: load_study(storage, run.get('study_name', '')) for name, run in runs.items()}
   body = [f'<h1>jaxnas search report: {html.escape(results.get("workflow", "?"))}</h1>',
           _paragraph(f'workdir {os.path.abspath(workdir)}; storage {storage or "unavailable"}; '
-                     f'written {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.'),
+                     f'written {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.'
+                     + _classes(runs)),
           '<h2>Studies</h2>', studies_table(runs, studies)]
   if any(run.get('best_so_far') for run in runs.values()):
     body += ['<h2>Validation accuracy per trial and best so far</h2>',
@@ -72,6 +73,14 @@ def write_report(workdir: str) -> str:
   with open(path, 'w') as f:
     f.write(page)
   return path
+
+
+def _classes(runs: dict) -> str:
+  """' Classes: neg (0), pos (1).' from the data's label names, if recorded."""
+  names = next(iter(runs.values()), {}).get('label_names')
+  if not names:
+    return ''
+  return ' Classes: ' + ', '.join(f'{name} ({i})' for i, name in enumerate(names)) + '.'
 
 
 def load_results(workdir: str) -> dict:

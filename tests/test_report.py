@@ -92,7 +92,7 @@ def _study_results(storage, study_name, workflow, num_complete, directions=('max
           'repeat': 0, 'n_validation': 200, 'n_test': 500, 'majority_class_accuracy': 0.5,
           'validation_majority_class_accuracy': 0.51, 'n_complete': len(complete),
           'best_so_far': best_so_far, 'best': best, 'trials': trials,
-          'best_model_dir': f'/runs/best_model/{study_name}'}
+          'best_model_dir': f'/runs/best_model/{study_name}', 'label_names': ['neg', 'pos']}
 
 
 def _write(workdir, results):
@@ -124,6 +124,7 @@ def test_single_study_report(tmp_path):
   assert len(_images(page)) == 1  # Best so far; no Pareto front for a single objective.
   assert '40 complete, 1 fail, 1 pruned, 1 running' in page
   assert '--workflow=evaluate --checkpoint=/runs/best_model/jaxnas' in page
+  assert 'Classes: neg (0), pos (1).' in page
   best = results['best']
   assert best['architecture']['hidden_size'] == 192
   best_rows = re.findall(r'<tr><td>(\d+)</td><td>(0\.\d{3})</td>', page)
