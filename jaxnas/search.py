@@ -340,7 +340,7 @@ def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
         raise UserError('the sampler keeps proposing architectures that were already '
                         'evaluated; the search space may be exhausted')
       continue
-    bar.set_postfix_str('')
+    bar.set_postfix_str('', refresh=False)  # Redrawn by the next update.
     return trial, arch
 
 
