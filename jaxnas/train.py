@@ -237,8 +237,8 @@ class Trainer:
   def evaluate(self, apply_fn, variables, split, description: str = 'eval',
                time_batches: bool = False, served_int8: bool = False) -> dict:
     """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`,
-    `correct` (whether each example, in split order, was classified right), `n` and the
-    `seconds` it took (compilation included).
+    `correct` (whether each example, in split order, was classified right) and the `seconds`
+    it took (compilation included).
 
     With `time_batches`, each batch is waited for and timed, and `ms_per_example` is the
     median time of a batch over its size: the model's latency on this device, measured on
@@ -268,7 +268,7 @@ class Trainer:
       loss_sum += float(output['loss_sum'])
     correct = predictions == split.labels
     metrics = {'accuracy': float(np.mean(correct)), 'loss': loss_sum / len(split),
-               'correct': correct, 'n': len(split), 'seconds': time.perf_counter() - begin}
+               'correct': correct, 'seconds': time.perf_counter() - begin}
     if time_batches:
       metrics['ms_per_example'] = (1000 * float(np.median(seconds[1:] or seconds))
                                    / self.eval_batch_size)
