@@ -9,6 +9,7 @@ it starts (what runs, and how much of it) and then at most one every
 import io
 import re
 import sys
+import time
 
 from tqdm import tqdm
 
@@ -42,3 +43,35 @@ def bar(iterable=None, stream=None, **kwargs) -> tqdm:
   else:
     kwargs['file'] = stream
   return tqdm(iterable, **kwargs)
+
+
+def refresh_interval(progress_bar: tqdm) -> float:
+  """How often to redraw `progress_bar` by hand (`set_postfix_str`): at most once a second,
+  and off a terminal (where each redraw is a line) at its plain-line interval."""
+  return max(1.0, progress_bar.mininterval)
+
+
+class TimeLeft:
+  """An estimate of a run's time left from the pace of its work so far: `total` equal units
+  (training steps), of which `done` are finished. The elapsed time includes everything else
+  the run does meanwhile (compilation, scoring), so the estimate does too, in proportion."""
+
+  def __init__(self, total: int, clock=time.monotonic):
+    self.total, self.done, self._clock = total, 0, clock
+    self._start = clock()
+
+  def seconds(self) -> float | None:
+    """None until some work is done, and once all of it is."""
+    if not 0 < self.done < self.total:
+      return None
+    return (self._clock() - self._start) / self.done * max(0, self.total - self.done)
+
+  def text(self) -> str:
+    seconds = self.seconds()
+    if seconds is None:
+      return ''
+    if seconds < 90:
+      return f'about {seconds:.0f} s left'
+    if seconds < 90 * 60:
+      return f'about {seconds / 60:.0f} min left'
+    return f'about {seconds / 3600:.1f} h left'

@@ -5,6 +5,7 @@ URL), so rerunning the same command continues it until `n_trials` trials are com
 """
 
 import collections
+import dataclasses
 import datetime
 import functools
 import hashlib
@@ -197,8 +198,11 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
   seed = exp.config.seed if sampler_name == 'grid' else sampler_seed(exp.config.seed,
                                                                       len(study.trials))
   study.sampler = make_sampler(sampler_name, seed, space)
-  with progress.bar(total=n_trials, initial=min(len(finished(study)), n_trials),
+  to_run = n_trials - min(len(finished(study)), n_trials)
+  with progress.bar(total=n_trials, initial=n_trials - to_run,
                     unit='trial', desc=f'{workflow}/{sampler_name}') as bar:
+    exp, time_left = show_time_left(exp, workflow, study_name, to_run, bar)
+    run_here = 0
     while True:
       try:
         asked = next_trial(study, n_trials, suggest, exp.stop_requested, bar, cfg.grace_seconds)
@@ -238,12 +242,39 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
                   'its retry counts instead (raise --config.search.grace_seconds)')
         continue
       shutil.rmtree(trial_checkpoint_dir(workdir, study_name, trial.params), ignore_errors=True)
+      run_here += 1
+      # Whole trials' steps, counting those a pruned trial skipped.
+      time_left.done = time_left.total * run_here // max(1, to_run)
+      bar.set_postfix_str(time_left.text(), refresh=False)
       bar.update(1)
       bar.write(line)
       best = best_trial(study, goals)
       if best is not None and best.number == trial.number:  # Complete and feasible.
         checkpoints.export_model(record['model_dir'], best_model_dir(workdir, study_name))
       on_trial_done(study)
+
+
+def show_time_left(exp: workflows.Experiment, workflow: str, study_name: str, to_run: int,
+                   bar) -> tuple[workflows.Experiment, progress.TimeLeft]:
+  """Writes how much work the study has left and returns `exp` with a trainer that shows, on
+  `bar`, the time left at the pace of the training steps run so far (with everything else
+  that ran meanwhile) and the estimate it updates."""
+  steps = workflows.steps_per_trial(exp, workflow)
+  per_trial = sum(steps.values())
+  parts = ' + '.join(f'{count:,} {phase}' for phase, count in steps.items())
+  bar.write(f"study '{study_name}': {to_run} trial(s) to run, {per_trial:,} training steps "
+            f'each ({parts}), scored on {len(exp.validation_split):,} validation and '
+            f'{len(exp.test_split):,} test examples; {to_run * per_trial:,} steps in all')
+  time_left = progress.TimeLeft(to_run * per_trial)
+  interval = progress.refresh_interval(bar)
+  shown = [time.monotonic()]
+
+  def on_step():
+    time_left.done += 1
+    if time.monotonic() - shown[0] >= interval:
+      shown[0] = time.monotonic()
+      bar.set_postfix_str(time_left.text())
+  return dataclasses.replace(exp, trainer=exp.trainer.with_on_step(on_step)), time_left
 
 
 def record_architecture(trial: optuna.Trial, arch):

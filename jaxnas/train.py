@@ -156,6 +156,7 @@ class Trainer:
     self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
     self.buckets, self.seed, self.show_progress = tuple(buckets), seed, show_progress
     self.stop_requested = stop_requested
+    self.on_step: Callable[[], None] = lambda: None  # Called after every training step.
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
     self._train_step = jax.jit(train_step, donate_argnums=0)
@@ -165,6 +166,13 @@ class Trainer:
     """This trainer with another data-order seed; it shares the compiled steps."""
     trainer = copy.copy(self)
     trainer.seed = seed
+    return trainer
+
+  def with_on_step(self, on_step: Callable[[], None]) -> 'Trainer':
+    """This trainer calling `on_step()` after every training step; it shares the compiled
+    steps."""
+    trainer = copy.copy(self)
+    trainer.on_step = on_step
     return trainer
 
   def steps_per_epoch(self, split) -> int:
@@ -209,6 +217,7 @@ class Trainer:
           state, metrics = self._train_step(state, self.put_batch(batch))
           losses.append(metrics['loss'])
           bar.update(1)
+          self.on_step()
           stop = self.stop_requested()  # Polled once after every step.
           if checkpoints is not None:
             checkpoints.save(state, force=stop)

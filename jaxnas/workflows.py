@@ -102,6 +102,14 @@ def _phase_checkpoints(exp: Experiment, checkpoint_dir: str, phase: str):
                                          exp.config.train.checkpoint_every_steps)
 
 
+def steps_per_trial(exp: Experiment, workflow: str) -> dict:
+  """Training steps of a trial that runs to its end: `float`, and `QAT` for `retrain`."""
+  steps = {'float': exp.trainer.num_steps(exp.train_split, exp.config.train.epochs)}
+  if workflow == 'retrain':
+    steps['QAT'] = exp.trainer.num_steps(exp.train_split, exp.config.compression.retrain_epochs)
+  return steps
+
+
 def train_float(exp: Experiment, arch: Architecture, checkpoint_dir: str = '',
                 report: Optional[Callable[[int, float], None]] = None) -> tuple[TrainedModel, dict]:
   """Trains a new model; every `config.search.report_every_steps` steps, `report(step, eval

@@ -50,7 +50,7 @@ def test_only_a_later_run_writes_the_results_of_a_dead_finisher(tmp_path, monkey
 def test_sigterm_stops_cleanly_and_a_rerun_retries_the_interrupted_trial(tmp_path):
   command = [sys.executable, os.path.join(ROOT, 'launch.py'), '--config=configs/test.py',
              '--workflow=compress', '--n_trials=2', f'--workdir={tmp_path}',
-             '--config.train.epochs=3',  # 39 steps: time to stop one mid-way.
+             '--config.train.epochs=3',  # 45 steps: time to stop one mid-way.
              f'--config.compilation_cache_dir={ROOT}/.pytest_cache/xla']
   results = tmp_path / 'results.json'
 
@@ -69,7 +69,10 @@ def test_sigterm_stops_cleanly_and_a_rerun_retries_the_interrupted_trial(tmp_pat
     _, stderr = process.communicate(timeout=60)
   assert process.returncode == 130 and time.time() - start < 30
   assert 'run the same command again to resume' in stderr
-  subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=600)
+  rerun = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True,
+                         timeout=600)
+  # The work left, from the start (`compress` trials have no QAT).
+  assert "study 'jaxnas': 1 trial(s) to run, 45 training steps each (45 float)" in rerun.stdout
   trials = json.loads(results.read_text())['trials']
   assert [t['state'] for t in trials] == ['COMPLETE', 'FAIL', 'COMPLETE']
   assert trials[2]['retry_of'] == 1 and trials[2]['params'] == trials[1]['params']
