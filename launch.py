@@ -57,6 +57,9 @@ _N_TRIALS = flags.DEFINE_integer('n_trials', None,
 _REPEATS = flags.DEFINE_integer(
     'repeats', 1, 'Independent studies per sampler or workflow, with seeds seed .. seed + '
     'repeats - 1 (same data split); figures show their mean and spread.')
+_TRIALS_IN_PARALLEL = flags.DEFINE_string(
+    'trials_in_parallel', '1', 'Trials run at once on this host, each on its own equal share '
+    'of the devices; auto = one per accelerator device (1 on a CPU). See README: devices.')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdir', 'Results, models, figures, study.db.')
 _STORAGE = flags.DEFINE_string('storage', '',
                                'Optuna storage URL (default: sqlite in the workdir).')
@@ -104,7 +107,7 @@ def main(argv):
       n_trials=config.search.n_trials if _N_TRIALS.value is None else _N_TRIALS.value,
       workdir=_WORKDIR.value,
       storage=_STORAGE.value, study_name=_STUDY_NAME.value, checkpoint=_CHECKPOINT.value,
-      repeats=_REPEATS.value)
+      repeats=_REPEATS.value, trials_in_parallel=_TRIALS_IN_PARALLEL.value)
   stop_signals = runner.StopSignals()
   stop_signals.install()
   try:

@@ -7,6 +7,10 @@ Layout of a model directory:
   float/          Orbax checkpoint of the float parameters;
   int8/           Orbax checkpoint of the stored int8 form (compression workflows only).
 A directory is written under a temporary name and renamed, so it is complete or absent.
+
+Every save is synchronous: Orbax's asynchronous saves are not safe from several threads at
+once (trials run side by side: one thread's save timed out after 300 s, another failed with
+FileExistsError in its own directory), and a model here is a few megabytes.
 """
 
 import json
@@ -33,10 +37,10 @@ def save_model(directory: str, *, arch: Architecture, model_settings: dict, floa
   if distributed.is_leader():
     shutil.rmtree(tmp, ignore_errors=True)
   distributed.barrier('save_model:start')
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.join(tmp, 'float'), float_params)
+  with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+    checkpointer.save(os.path.join(tmp, 'float'), args=ocp.args.StandardSave(float_params))
     if int8 is not None:
-      checkpointer.save(os.path.join(tmp, 'int8'), int8)
+      checkpointer.save(os.path.join(tmp, 'int8'), args=ocp.args.StandardSave(int8))
   distributed.barrier('save_model:saved')
   if distributed.is_leader():
     with open(os.path.join(tmp, MODEL_FILE), 'w') as f:
@@ -102,7 +106,8 @@ class TrainingCheckpoints:
   def __init__(self, directory: str, every_steps: int):
     self._manager = ocp.CheckpointManager(
         os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=every_steps))
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, save_interval_steps=every_steps,
+                                             enable_async_checkpointing=False))
 
   def save(self, state, force: bool = False):
     step = int(state.step)

@@ -9,7 +9,7 @@ import signal
 import threading
 
 from jaxnas import (checkpoints, config_checks, distributed, objectives, plots, report, search,
-                    search_space, stats, summary, workflows)
+                    search_space, stats, summary, train, workflows)
 from jaxnas.errors import UserError
 from jaxnas.models import BertClassifier
 
@@ -31,6 +31,7 @@ class RunSpec:
   study_name: str
   checkpoint: str = ''
   repeats: int = 1  # Independent studies per group, seeds config.seed + 0 .. repeats - 1.
+  trials_in_parallel: str = '1'  # Trials at once on this host (`train.device_groups`).
 
 
 class StopSignals:
@@ -74,6 +75,7 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
   # Reject an unknown sampler or a bad search space before any work.
   search.make_sampler(spec.sampler, config.seed, search_space.validate_space(config.search.space))
   search.make_pruner(config.search.pruner)
+  device_groups = train.device_groups(spec.trials_in_parallel)
   goals = objectives.Objectives.parse(config.search.objectives, config.search.max_model_bytes)
   os.makedirs(spec.workdir, exist_ok=True)
   leader = distributed.is_leader()  # Process 0 alone reads and writes results and the study.
@@ -87,7 +89,8 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
     return {'workflow': spec.workflow, 'storage': storage, 'runs': previous}
   if config.compilation_cache_dir:
     workflows.use_compilation_cache(config.compilation_cache_dir)
-  exp = workflows.prepare_experiment(config, show_progress=leader, stop_requested=stop_requested)
+  exp = workflows.prepare_experiment(config, show_progress=leader, stop_requested=stop_requested,
+                                    devices=device_groups[0] if len(device_groups) > 1 else None)
   results = {'workflow': spec.workflow, 'storage': storage, 'runs': {}}
   writes_final = False
   for planned in studies:
@@ -104,7 +107,8 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
 
     study = search.run_study(repeat_exp, planned.workflow, planned.sampler, spec.n_trials,
                              storage, planned.study_name, spec.workdir, on_trial_done=save,
-                             identity_choices=planned.identity_choices)
+                             identity_choices=planned.identity_choices,
+                             device_groups=device_groups)
     if leader:
       results['runs'][planned.name] = study_results(study)
       writes_final = search.writes_final_results(study)

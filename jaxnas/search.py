@@ -168,7 +168,7 @@ class Heartbeat:
 def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_trials: int,
               storage: str, study_name: str, workdir: str,
               on_trial_done: Callable[[optuna.Study], None],
-              identity_choices: bool = True) -> optuna.Study | None:
+              identity_choices: bool = True, device_groups=None) -> optuna.Study | None:
   """Runs trials until `n_trials` are finished (complete or pruned) in total, alone or with
   other workers.
 
@@ -176,7 +176,8 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
   missing, never evaluate the same parameters twice, and take over dead workers' trials.
   In a multi-process run, process 0 runs this loop and the other processes follow it; they
   return None. `identity_choices`: whether the Linear/Identity choices are searched (never
-  by the grid, see search_space.py).
+  by the grid, see search_space.py). `device_groups` (`train.device_groups`): with more than
+  one, a trial runs on each group at the same time, each group a worker of its own.
   """
   space = search_space.validate_space(exp.config.search.space)
   if sampler_name == 'grid' and n_trials > search_space.grid_size(space):
@@ -201,23 +202,75 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
   to_run = n_trials - min(len(finished(study)), n_trials)
   with progress.bar(total=n_trials, initial=n_trials - to_run,
                     unit='trial', desc=f'{workflow}/{sampler_name}') as bar:
-    exp, time_left = show_time_left(exp, workflow, study_name, to_run, bar)
-    run_here = 0
+    loop = TrialLoop(study, workflow, workdir, n_trials, suggest, goals, bar, on_trial_done,
+                     announce_work(exp, workflow, study_name, to_run, bar))
+    if device_groups and len(device_groups) > 1:
+      loop.run_side_by_side(exp, device_groups)
+    else:
+      loop.run(exp)
+  return study
+
+
+def announce_work(exp: workflows.Experiment, workflow: str, study_name: str, to_run: int,
+                  bar) -> int:
+  """Writes how much work the study has left; returns the training steps of a trial."""
+  steps = workflows.steps_per_trial(exp, workflow)
+  per_trial = sum(steps.values())
+  parts = ' + '.join(f'{count:,} {phase}' for phase, count in steps.items())
+  bar.write(f"study '{study_name}': {to_run} trial(s) to run, {per_trial:,} training steps "
+            f'each ({parts}), scored on {len(exp.validation_split):,} validation and '
+            f'{len(exp.test_split):,} test examples; {to_run * per_trial:,} steps in all')
+  return per_trial
+
+
+class TrialLoop:
+  """This process's trials of a study: asks for the next one, runs it, tells the result,
+  until `n_trials` are finished. Several loops may run at once, in threads, each a worker
+  with its own devices; they share the progress bar, which shows the time left at the pace
+  of the training steps so far."""
+
+  def __init__(self, study: optuna.Study, workflow: str, workdir: str, n_trials: int, suggest,
+               goals: objectives.Objectives, bar, on_trial_done, steps_per_trial: int):
+    self.study, self.workflow, self.workdir, self.n_trials = study, workflow, workdir, n_trials
+    self.suggest, self.goals, self.bar, self.on_trial_done = suggest, goals, bar, on_trial_done
+    self.steps_per_trial = steps_per_trial
+    to_run = n_trials - min(len(finished(study)), n_trials)
+    self.time_left = progress.TimeLeft(to_run * steps_per_trial)
+    self.lock = threading.Lock()  # Around the bar, the time left, results and the best model.
+    self._shown = time.monotonic()
+
+  def run(self, exp: workflows.Experiment):
+    study, workdir, bar, cfg = self.study, self.workdir, self.bar, exp.config.search
+    steps_in_trial = 0
+    interval = progress.refresh_interval(bar)
+
+    def on_step():
+      nonlocal steps_in_trial
+      steps_in_trial += 1
+      with self.lock:
+        self.time_left.done += 1
+        if time.monotonic() - self._shown >= interval:
+          self._shown = time.monotonic()
+          bar.set_postfix_str(self.time_left.text())
+
+    exp = dataclasses.replace(exp, trainer=exp.trainer.with_on_step(on_step))
     while True:
       try:
-        asked = next_trial(study, n_trials, suggest, exp.stop_requested, bar, cfg.grace_seconds)
+        asked = next_trial(study, self.n_trials, self.suggest, exp.stop_requested, bar,
+                           cfg.grace_seconds)
       except KeyboardInterrupt:
         distributed.broadcast_json('stop')
         raise
       distributed.broadcast_json(
           None if asked is None else {'number': asked[0].number, 'params': asked[0].params})
       if asked is None:
-        return study
+        return
       trial, arch = asked
       record_architecture(trial, arch)
+      steps_in_trial = 0
       try:
         with Heartbeat(study, trial, cfg.heartbeat_seconds):
-          value, record = train_and_save(exp, arch, workflow, workdir, study_name,
+          value, record = train_and_save(exp, arch, self.workflow, workdir, study.study_name,
                                          trial.number, trial.params, reporter(trial))
       except optuna.TrialPruned as pruned:
         trial.set_user_attr('pruned', str(pruned))
@@ -231,9 +284,9 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
       else:
         for key, item in record.items():
           trial.set_user_attr(key, item)
-        if goals.max_model_bytes:
-          trial.set_constraint('max_model_bytes', goals.constraints(record))
-        state, values = COMPLETE, goals.values(value, record)
+        if self.goals.max_model_bytes:
+          trial.set_constraint('max_model_bytes', self.goals.constraints(record))
+        state, values = COMPLETE, self.goals.values(value, record)
         line = summary_line(trial.number, record)
       try:
         study.tell(trial, values, state=state)
@@ -241,40 +294,56 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
         bar.write(f'trial {trial.number} finished after another worker took it for dead; '
                   'its retry counts instead (raise --config.search.grace_seconds)')
         continue
-      shutil.rmtree(trial_checkpoint_dir(workdir, study_name, trial.params), ignore_errors=True)
-      run_here += 1
-      # Whole trials' steps, counting those a pruned trial skipped.
-      time_left.done = time_left.total * run_here // max(1, to_run)
-      bar.set_postfix_str(time_left.text(), refresh=False)
-      bar.update(1)
-      bar.write(line)
-      best = best_trial(study, goals)
-      if best is not None and best.number == trial.number:  # Complete and feasible.
-        checkpoints.export_model(record['model_dir'], best_model_dir(workdir, study_name))
-      on_trial_done(study)
+      shutil.rmtree(trial_checkpoint_dir(workdir, study.study_name, trial.params),
+                    ignore_errors=True)
+      with self.lock:
+        # The steps a pruned or resumed trial did not run here.
+        self.time_left.done += max(0, self.steps_per_trial - steps_in_trial)
+        bar.set_postfix_str(self.time_left.text(), refresh=False)
+        bar.update(1)
+        bar.write(line)
+        best = best_trial(study, self.goals)
+        if best is not None and best.number == trial.number:  # Complete and feasible.
+          checkpoints.export_model(record['model_dir'],
+                                   best_model_dir(workdir, study.study_name))
+        self.on_trial_done(study)
 
+  def run_side_by_side(self, exp: workflows.Experiment, device_groups):
+    """One worker thread per device group, each running trials on its own devices alone.
 
-def show_time_left(exp: workflows.Experiment, workflow: str, study_name: str, to_run: int,
-                   bar) -> tuple[workflows.Experiment, progress.TimeLeft]:
-  """Writes how much work the study has left and returns `exp` with a trainer that shows, on
-  `bar`, the time left at the pace of the training steps run so far (with everything else
-  that ran meanwhile) and the estimate it updates."""
-  steps = workflows.steps_per_trial(exp, workflow)
-  per_trial = sum(steps.values())
-  parts = ' + '.join(f'{count:,} {phase}' for phase, count in steps.items())
-  bar.write(f"study '{study_name}': {to_run} trial(s) to run, {per_trial:,} training steps "
-            f'each ({parts}), scored on {len(exp.validation_split):,} validation and '
-            f'{len(exp.test_split):,} test examples; {to_run * per_trial:,} steps in all')
-  time_left = progress.TimeLeft(to_run * per_trial)
-  interval = progress.refresh_interval(bar)
-  shown = [time.monotonic()]
+    Threads, not processes: the data, tokenizer and compiled programs are loaded once; each
+    thread's trainer puts its arrays on its own mesh, and the trials' work runs in XLA
+    without the interpreter lock. A stop request (or a failure of one worker) stops all of
+    them after their current step, with their checkpoints saved.
+    """
+    failed = threading.Event()
+    stop_requested = lambda: exp.stop_requested() or failed.is_set()
+    errors = []
 
-  def on_step():
-    time_left.done += 1
-    if time.monotonic() - shown[0] >= interval:
-      shown[0] = time.monotonic()
-      bar.set_postfix_str(time_left.text())
-  return dataclasses.replace(exp, trainer=exp.trainer.with_on_step(on_step)), time_left
+    def work(devices):
+      trainer = exp.trainer.on_devices(devices, show_progress=False,
+                                       stop_requested=stop_requested)
+      try:
+        self.run(dataclasses.replace(exp, trainer=trainer, stop_requested=stop_requested))
+      except BaseException as e:  # pylint: disable=broad-except  # Re-raised below.
+        errors.append(e)
+        failed.set()
+
+    threads = [threading.Thread(target=work, args=(devices,), daemon=True)
+               for devices in device_groups]
+    for thread in threads:
+      thread.start()
+    try:
+      for thread in threads:
+        while thread.is_alive():
+          thread.join(0.5)
+    except KeyboardInterrupt:  # A second signal: the trials still running are retried later.
+      failed.set()
+      raise
+    # A worker's failure first; the others then stopped with KeyboardInterrupt.
+    errors.sort(key=lambda e: isinstance(e, KeyboardInterrupt))
+    if errors:
+      raise errors[0]
 
 
 def record_architecture(trial: optuna.Trial, arch):
@@ -325,6 +394,9 @@ def train_and_save(exp: workflows.Experiment, arch, workflow: str, workdir: str,
   record['architecture'] = arch.to_dict()
   record['model_dir'] = model_dir(workdir, study_name, number)
   record['num_processes'] = jax.process_count()
+  # Where the trained weights live: this trial's devices (its group of them, side by side).
+  record['devices'] = sorted(device.id for device in
+                             jax.tree.leaves(trained.params)[0].sharding.device_set)
   checkpoints.save_model(record['model_dir'], arch=arch, model_settings=exp.model_settings(),
                          float_params=trained.params, tokenizer=exp.tokenizer,
                          data=exp.data_record(),

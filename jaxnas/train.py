@@ -1,8 +1,8 @@
 """Train and eval steps, and the loops that run them over length-bucketed batches.
 
-Data parallel: batches are sharded along the 'data' axis of a mesh over all local devices;
-parameters, optimizer state and pruning masks are replicated. One jitted program per bucket
-length.
+Data parallel: batches are sharded along the 'data' axis of a mesh over all devices (or over
+one group of them, when several trials run side by side); parameters, optimizer state and
+pruning masks are replicated. One jitted program per bucket length.
 """
 
 import copy
@@ -34,8 +34,35 @@ class TrainState(train_state.TrainState):
   dropout_rng: jax.Array
 
 
-def make_mesh() -> Mesh:
-  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def make_mesh(devices=None) -> Mesh:
+  """A data-parallel mesh over `devices` (default: every device of every process)."""
+  return Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
+
+
+def device_groups(trials_in_parallel: str) -> list[list[jax.Device]]:
+  """This host's devices split into one group per trial run at the same time.
+
+  `trials_in_parallel`: a count that divides the number of local devices, or 'auto': one
+  trial per device on an accelerator, and one trial over all devices on a CPU (whose devices
+  share the host's cores). With one group, a trial's mesh is `make_mesh()`: every device,
+  every process.
+  """
+  devices = jax.local_devices()
+  if trials_in_parallel == 'auto':
+    count = 1 if jax.default_backend() == 'cpu' else len(devices)
+  elif trials_in_parallel.isdigit() and int(trials_in_parallel) > 0:
+    count = int(trials_in_parallel)
+  else:
+    raise UserError(f'--trials_in_parallel must be a positive count or auto, got '
+                    f'{trials_in_parallel!r}')
+  if count > 1 and jax.process_count() > 1:
+    raise UserError('--trials_in_parallel runs trials side by side on one host; a '
+                    'multi-process run spreads each trial over all processes (use 1)')
+  if len(devices) % count:
+    raise UserError(f'--trials_in_parallel={count} does not divide the {len(devices)} '
+                    f'{jax.default_backend()} devices of this host into equal groups')
+  size = len(devices) // count
+  return [devices[i:i + size] for i in range(0, len(devices), size)]
 
 
 def check_batch_size(batch_size: int, mesh: Mesh):
@@ -167,6 +194,13 @@ class Trainer:
     trainer = copy.copy(self)
     trainer.seed = seed
     return trainer
+
+  def on_devices(self, devices, show_progress: bool,
+                 stop_requested: Callable[[], bool]) -> 'Trainer':
+    """A trainer like this one on a mesh over `devices` alone (one trial of several run side
+    by side)."""
+    return Trainer(self.batch_size, self.eval_batch_size, self.buckets, self.seed,
+                   make_mesh(devices), show_progress, stop_requested)
 
   def with_on_step(self, on_step: Callable[[], None]) -> 'Trainer':
     """This trainer calling `on_step()` after every training step; it shares the compiled

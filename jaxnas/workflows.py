@@ -13,6 +13,7 @@ and the final served int8 model; the sampler never sees it.
 import collections
 import dataclasses
 import os
+import threading
 import time
 from typing import Callable, Optional
 
@@ -66,8 +67,9 @@ class Experiment:
 
 
 def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = True,
-                       stop_requested=lambda: False) -> Experiment:
-  """Loads and tokenizes the data (with a saved tokenizer when `tokenizer_path` is given)."""
+                       stop_requested=lambda: False, devices=None) -> Experiment:
+  """Loads and tokenizes the data (with a saved tokenizer when `tokenizer_path` is given).
+  The trainer's mesh spans `devices` (default: all)."""
   splits = data.load_splits(config.data)
   if tokenizer_path:
     tok = tokenizer.load_tokenizer(tokenizer_path)
@@ -81,7 +83,8 @@ def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = T
   buckets = input_pipeline.bucket_lengths([len(ids) for ids in train_split.token_ids],
                                           config.tokenizer.max_length, config.data.num_buckets)
   trainer = train.Trainer(config.train.batch_size, config.train.eval_batch_size, buckets,
-                          seed=config.seed, show_progress=show_progress,
+                          seed=config.seed, mesh=train.make_mesh(devices),
+                          show_progress=show_progress,
                           stop_requested=distributed.agreed(stop_requested))
   return Experiment(config, tok, train_split, validation_split, test_split, trainer,
                     len(splits.label_names),
@@ -242,7 +245,8 @@ class CompileClock:
   """Compilation while the context is open, from JAX's monitoring events: `seconds` spent
   tracing, lowering and compiling (or loading from the persistent cache), `xla_seconds` the
   XLA part alone (what a cache hit replaces by a read), and `cache_events` counts the
-  persistent cache's events (hits, misses)."""
+  persistent cache's events (hits, misses). Only this thread's compilations count (trials run
+  side by side compile in threads of their own)."""
 
   XLA_EVENT = '/jax/core/compile/backend_compile_duration'
   EVENTS = ('/jax/core/compile/jaxpr_trace_duration',
@@ -250,19 +254,20 @@ class CompileClock:
 
   def __enter__(self):
     self.seconds, self.xla_seconds, self.cache_events = 0.0, 0.0, collections.Counter()
+    self._thread = threading.get_ident()
     jax.monitoring.register_event_duration_secs_listener(self._on_duration)
     jax.monitoring.register_event_listener(self._on_event)
     return self
 
   def _on_duration(self, event: str, duration: float, **kwargs):
     del kwargs
-    if event in self.EVENTS:
+    if event in self.EVENTS and threading.get_ident() == self._thread:
       self.seconds += duration
       self.xla_seconds += duration if event == self.XLA_EVENT else 0.0
 
   def _on_event(self, event: str, **kwargs):
     del kwargs
-    if event.startswith('/jax/compilation_cache/'):
+    if event.startswith('/jax/compilation_cache/') and threading.get_ident() == self._thread:
       self.cache_events[event.rsplit('/', 1)[-1]] += 1
 
   def __exit__(self, *exc_info):
