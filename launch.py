@@ -59,7 +59,7 @@ _REPEATS = flags.DEFINE_integer(
     'repeats - 1 (same data split); figures show their mean and spread.')
 _TRIALS_IN_PARALLEL = flags.DEFINE_string(
     'trials_in_parallel', '1', 'Trials run at once on this host, each on its own equal share '
-    'of the devices; auto = one per accelerator device (1 on a CPU). See README: devices.')
+    'of the devices; auto = one per device (a CPU is one device). See README: devices.')
 _WORKDIR = flags.DEFINE_string('workdir', 'workdir', 'Results, models, figures, study.db.')
 _STORAGE = flags.DEFINE_string('storage', '',
                                'Optuna storage URL (default: sqlite in the workdir).')

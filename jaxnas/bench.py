@@ -4,7 +4,8 @@
   python -m jaxnas.bench --against=torch      # and the PyTorch reference, alternating
   python -m jaxnas.bench --cases=small,large --rounds=7
 
-Prints one JSON line per case. Cases:
+Prints one JSON line per case, each with the machine it ran on (`machine`: CPU model, cores,
+AVX-512/BF16/VNNI/AMX features). Cases:
   * `small`, `large`: a fixed-shape train step (dropout 0.1, padding mask, AdamW with
     clipping) of 2 x 128 x 512 at batch 8 x 512 and 4 x 256 x 1024 at batch 32 x 256, plus
     float and served-int8 eval. Against torch, `transformers.BertForSequenceClassification`
@@ -41,6 +42,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import platform
 import resource
 import statistics
 import subprocess
@@ -108,6 +110,29 @@ def timed(fn):
   start = time.perf_counter()
   out = fn()
   return out, time.perf_counter() - start
+
+
+CPU_FEATURES = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'avx_vnni', 'amx_tile',
+                'amx_bf16', 'amx_int8')  # What XLA's and oneDNN's CPU kernels can use.
+
+
+def machine() -> dict:
+  """The CPU this ran on (model, cores, the instruction-set features above that it has) and
+  the JAX build: figures from different machines are not comparable."""
+  model, flags_ = 'unknown', set()
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name' and model == 'unknown':
+          model = value.strip()
+        elif key.strip() == 'flags' and not flags_:
+          flags_ = set(value.split())
+  except OSError:  # Not Linux.
+    model = platform.processor() or platform.machine()
+  return {'cpu': model, 'cores': os.cpu_count(),
+          'cpu_features': [name for name in CPU_FEATURES if name in flags_],
+          'jax': jax.__version__, 'backend': jax.default_backend()}
 
 
 def peak_rss_mb() -> float:
@@ -521,6 +546,7 @@ def main(argv):
     else:
       raise app.UsageError(f'unknown case {case!r}')
     result['load_average_1min'] = round(os.getloadavg()[0], 2)  # Other work on the machine.
+    result['machine'] = machine()
     print(json.dumps(result), flush=True)
 
 

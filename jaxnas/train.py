@@ -43,13 +43,12 @@ def device_groups(trials_in_parallel: str) -> list[list[jax.Device]]:
   """This host's devices split into one group per trial run at the same time.
 
   `trials_in_parallel`: a count that divides the number of local devices, or 'auto': one
-  trial per device on an accelerator, and one trial over all devices on a CPU (whose devices
-  share the host's cores). With one group, a trial's mesh is `make_mesh()`: every device,
-  every process.
+  trial per device (a CPU is one device unless XLA_FLAGS splits it). With one group, a
+  trial's mesh is `make_mesh()`: every device, every process.
   """
   devices = jax.local_devices()
   if trials_in_parallel == 'auto':
-    count = 1 if jax.default_backend() == 'cpu' else len(devices)
+    count = len(devices)
   elif trials_in_parallel.isdigit() and int(trials_in_parallel) > 0:
     count = int(trials_in_parallel)
   else:
