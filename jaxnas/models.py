@@ -186,33 +186,26 @@ class Projection(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-  """One post-LN Transformer block. With `first_token_only` (the last block), every token is a
-  key and value but only the first ([CLS], all the classifier reads) is a query, and only its
-  output is computed: the same logits as the whole block, with about a third of its work."""
   arch: Architecture
   index: int
   dropout_rate: float
   attention_dropout_rate: float
   dense: Callable[..., Projection]
   dtype: Any = jnp.float32
-  first_token_only: bool = False
 
   @nn.compact
   def __call__(self, x, attention_bias, seed: Optional[jax.Array]):
-    arch, batch = self.arch, x.shape[0]
+    arch, batch, length = self.arch, x.shape[0], x.shape[1]
     head_dim = arch.hidden_size // arch.num_heads
     name = lambda p: f'layer_{self.index}/{p}'
-    split_heads = lambda y: y.reshape(batch, y.shape[1], arch.num_heads, head_dim)
-    k, v = (split_heads(self.dense(arch.hidden_size, arch.is_linear(name(p)), name=p)(x))
-            for p in ('key', 'value'))
-    if self.first_token_only:
-      x = x[:, :1]
-    q = split_heads(self.dense(arch.hidden_size, arch.is_linear(name('query')), name='query')(x))
+    split_heads = lambda y: y.reshape(batch, length, arch.num_heads, head_dim)
+    q, k, v = (split_heads(self.dense(arch.hidden_size, arch.is_linear(name(p)), name=p)(x))
+               for p in ('query', 'key', 'value'))
     # Scaling q rather than the scores: XLA on CPU fuses a scaled [B, H, L, L] dot worse.
     scores = jnp.einsum('bqhd,bkhd->bhqk', q * jnp.asarray(head_dim ** -0.5, x.dtype), k)
     probs = jax.nn.softmax(scores.astype(jnp.float32) + attention_bias, axis=-1)
     probs = Dropout(self.attention_dropout_rate)(probs.astype(x.dtype), seed)
-    context = jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(x.shape[:2] + (arch.hidden_size,))
+    context = jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(batch, length, arch.hidden_size)
     attention = self.dense(arch.hidden_size, arch.is_linear(name('attention_output')),
                            name='attention_output')(context)
     attention = Dropout(self.dropout_rate)(attention, seed)
@@ -255,7 +248,6 @@ class BertClassifier(nn.Module):
     attention_bias = jnp.where(is_pad, jnp.finfo(jnp.float32).min, 0.0)[:, None, None, :]
     for i in range(arch.num_layers):
       x = EncoderLayer(arch, i, self.dropout_rate, self.attention_dropout_rate, dense, dtype,
-                       first_token_only=i == arch.num_layers - 1,
                        name=f'layer_{i}')(x, attention_bias, seed)
     pooled = jnp.tanh(dense(arch.hidden_size, arch.is_linear('pooler'), name='pooler')(x[:, 0]))
     pooled = Dropout(self.dropout_rate)(pooled, seed)

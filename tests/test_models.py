@@ -132,18 +132,3 @@ def test_with_activation_pruning_a_review_scores_the_same_in_any_batch():
   for batch in batches:
     np.testing.assert_allclose(model.apply({'params': params}, batch)[:1], alone, atol=1e-5)
 
-
-@pytest.mark.parametrize('identity', [(), ('layer_1/query', 'layer_1/attention_output')])
-def test_last_block_computes_the_first_token_exactly_as_the_whole_block(identity):
-  arch = Architecture(2, 2, 64, 128, identity=identity)
-  params = params_of(arch)['layer_1']
-  x = jax.random.normal(jax.random.key(1), (2, 8, 64))
-  bias = jnp.where(IDS == 0, jnp.finfo(jnp.float32).min, 0.0)[:, None, None, :]
-  dense = lambda features, linear=True, name=None: models.Projection(features, linear,
-                                                                     name=name)
-  block = lambda first_token_only: models.EncoderLayer(
-      arch, 1, 0.1, 0.1, dense, first_token_only=first_token_only).apply(
-          {'params': params}, x, bias, None)
-  whole, first = block(False), block(True)
-  assert first.shape == (2, 1, 64)
-  np.testing.assert_allclose(first, whole[:, :1], rtol=1e-5, atol=1e-5)
