@@ -5,6 +5,7 @@ URL), so rerunning the same command continues it until `n_trials` trials are com
 """
 
 import collections
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -237,6 +238,7 @@ class TrialLoop:
     to_run = n_trials - min(len(finished(study)), n_trials)
     self.time_left = progress.TimeLeft(to_run * steps_per_trial)
     self.lock = threading.Lock()  # Around the bar, the time left, results and the best model.
+    self.ask_lock = threading.Lock()
     self._shown = time.monotonic()
 
   def run(self, exp: workflows.Experiment):
@@ -257,7 +259,7 @@ class TrialLoop:
     while True:
       try:
         asked = next_trial(study, self.n_trials, self.suggest, exp.stop_requested, bar,
-                           cfg.grace_seconds)
+                           cfg.grace_seconds, ask_lock=self.ask_lock)
       except KeyboardInterrupt:
         distributed.broadcast_json('stop')
         raise
@@ -405,8 +407,8 @@ def train_and_save(exp: workflows.Experiment, arch, workflow: str, workdir: str,
 
 
 def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
-               grace_seconds: float,
-               max_duplicates: int = 100) -> tuple[optuna.Trial, object] | None:
+               grace_seconds: float, max_duplicates: int = 100,
+               ask_lock=contextlib.nullcontext()) -> tuple[optuna.Trial, object] | None:
   """(trial, architecture) this worker runs next, or None once `n_trials` trials are finished.
 
   Waits while the trials other workers are running would complete the study. Several workers
@@ -426,8 +428,9 @@ def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
       bar.set_postfix_str(f'waiting for {counts[RUNNING]} running trial(s)')
       time.sleep(POLL_SECONDS)
       continue
-    trial = study.ask()
-    trial.set_user_attr('worker', WORKER)  # First, so a kill from here on is detected.
+    with ask_lock:  # Threads of one process asking at once could pop the same queued trial.
+      trial = study.ask()
+      trial.set_user_attr('worker', WORKER)  # First, so a kill from here on is detected.
     earlier = [t for t in study.get_trials(deepcopy=False, states=(COMPLETE, PRUNED, RUNNING))
                if t.number < trial.number]
     if len(earlier) >= n_trials:

@@ -71,7 +71,9 @@ def test_side_by_side_trials_stop_with_checkpoints_and_resume_after_kill_9(tmp_p
                                stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 400
     while not ready():
-      assert time.time() < deadline and process.poll() is None
+      if process.poll() is not None:
+        raise AssertionError(process.stderr.read()[-3000:])
+      assert time.time() < deadline
       time.sleep(0.1)
     return process
 
