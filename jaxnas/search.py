@@ -419,35 +419,53 @@ def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
   while True:
     if stop_requested():
       raise KeyboardInterrupt
-    optuna.storages.fail_stale_trials(study)
-    requeue_dead_trials(study, grace_seconds)
-    counts = collections.Counter(t.state for t in study.get_trials(deepcopy=False))
-    if counts[COMPLETE] + counts[PRUNED] >= n_trials:
+    # Threads of one process (trials side by side) take turns: two popped the same queued
+    # retry, or both queued a retry of the same dead trial.
+    with ask_lock:
+      outcome = _ask_once(study, n_trials, suggest, grace_seconds)
+    if outcome is None:
       return None
-    if counts[COMPLETE] + counts[PRUNED] + counts[RUNNING] >= n_trials and not counts[WAITING]:
-      bar.set_postfix_str(f'waiting for {counts[RUNNING]} running trial(s)')
+    if outcome == 'wait':
+      bar.set_postfix_str('waiting for running trial(s)')
       time.sleep(POLL_SECONDS)
       continue
-    with ask_lock:  # Threads of one process asking at once could pop the same queued trial.
-      trial = study.ask()
-      trial.set_user_attr('worker', WORKER)  # First, so a kill from here on is detected.
-    earlier = [t for t in study.get_trials(deepcopy=False, states=(COMPLETE, PRUNED, RUNNING))
-               if t.number < trial.number]
-    if len(earlier) >= n_trials:
-      trial.set_user_attr('skipped', 'surplus')
-      study.tell(trial, state=FAIL)
-      continue
-    arch = suggest(trial)
-    if any(t.params == trial.params for t in earlier):
-      trial.set_user_attr('skipped', 'duplicate')
-      study.tell(trial, state=FAIL)
+    if outcome == 'duplicate':
       duplicates += 1
       if duplicates > max_duplicates:
         raise UserError('the sampler keeps proposing architectures that were already '
                         'evaluated; the search space may be exhausted')
       continue
+    if outcome == 'surplus':
+      continue
+    trial, arch = outcome
     bar.set_postfix_str('', refresh=False)  # Redrawn by the next update.
     return trial, arch
+
+
+def _ask_once(study: optuna.Study, n_trials: int, suggest, grace_seconds: float):
+  """One attempt of `next_trial`: None (the study is finished), 'wait', 'surplus' or
+  'duplicate' (a trial asked and marked failed), or (trial, architecture)."""
+  optuna.storages.fail_stale_trials(study)
+  requeue_dead_trials(study, grace_seconds)
+  counts = collections.Counter(t.state for t in study.get_trials(deepcopy=False))
+  if counts[COMPLETE] + counts[PRUNED] >= n_trials:
+    return None
+  if counts[COMPLETE] + counts[PRUNED] + counts[RUNNING] >= n_trials and not counts[WAITING]:
+    return 'wait'
+  trial = study.ask()
+  trial.set_user_attr('worker', WORKER)  # First, so a kill from here on is detected.
+  earlier = [t for t in study.get_trials(deepcopy=False, states=(COMPLETE, PRUNED, RUNNING))
+             if t.number < trial.number]
+  if len(earlier) >= n_trials:
+    trial.set_user_attr('skipped', 'surplus')
+    study.tell(trial, state=FAIL)
+    return 'surplus'
+  arch = suggest(trial)
+  if any(t.params == trial.params for t in earlier):
+    trial.set_user_attr('skipped', 'duplicate')
+    study.tell(trial, state=FAIL)
+    return 'duplicate'
+  return trial, arch
 
 
 def requeue(study: optuna.Study, number: int, params: dict):

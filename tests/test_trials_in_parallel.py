@@ -93,7 +93,8 @@ def test_side_by_side_trials_stop_with_checkpoints_and_resume_after_kill_9(tmp_p
   process.kill()
   process.communicate()
 
-  subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+  rerun = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
   finished = trials(tmp_path)
   complete = [t for t in finished if t['state'] == 'COMPLETE']
   assert len(complete) == 2  # Exactly --n_trials, none run twice.
