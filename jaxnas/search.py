@@ -5,7 +5,6 @@ URL), so rerunning the same command continues it until `n_trials` trials are com
 """
 
 import collections
-import contextlib
 import dataclasses
 import datetime
 import functools
@@ -407,8 +406,8 @@ def train_and_save(exp: workflows.Experiment, arch, workflow: str, workdir: str,
 
 
 def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
-               grace_seconds: float, max_duplicates: int = 100,
-               ask_lock=contextlib.nullcontext()) -> tuple[optuna.Trial, object] | None:
+               grace_seconds: float, ask_lock: threading.Lock,
+               max_duplicates: int = 100) -> tuple[optuna.Trial, object] | None:
   """(trial, architecture) this worker runs next, or None once `n_trials` trials are finished.
 
   Waits while the trials other workers are running would complete the study. Several workers
@@ -422,35 +421,33 @@ def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
     # Threads of one process (trials side by side) take turns: two popped the same queued
     # retry, or both queued a retry of the same dead trial.
     with ask_lock:
-      outcome = _ask_once(study, n_trials, suggest, grace_seconds)
+      outcome = _ask_once(study, n_trials, suggest, grace_seconds, bar)
     if outcome is None:
       return None
     if outcome == 'wait':
-      bar.set_postfix_str('waiting for running trial(s)')
       time.sleep(POLL_SECONDS)
       continue
-    if outcome == 'duplicate':
-      duplicates += 1
+    if outcome in ('surplus', 'duplicate'):
+      duplicates += outcome == 'duplicate'
       if duplicates > max_duplicates:
         raise UserError('the sampler keeps proposing architectures that were already '
                         'evaluated; the search space may be exhausted')
-      continue
-    if outcome == 'surplus':
       continue
     trial, arch = outcome
     bar.set_postfix_str('', refresh=False)  # Redrawn by the next update.
     return trial, arch
 
 
-def _ask_once(study: optuna.Study, n_trials: int, suggest, grace_seconds: float):
-  """One attempt of `next_trial`: None (the study is finished), 'wait', 'surplus' or
-  'duplicate' (a trial asked and marked failed), or (trial, architecture)."""
+def _ask_once(study: optuna.Study, n_trials: int, suggest, grace_seconds: float, bar):
+  """One attempt of `next_trial`: None (the study is finished), 'wait' (shown on `bar`),
+  'surplus' or 'duplicate' (a trial asked and marked failed), or (trial, architecture)."""
   optuna.storages.fail_stale_trials(study)
   requeue_dead_trials(study, grace_seconds)
   counts = collections.Counter(t.state for t in study.get_trials(deepcopy=False))
   if counts[COMPLETE] + counts[PRUNED] >= n_trials:
     return None
   if counts[COMPLETE] + counts[PRUNED] + counts[RUNNING] >= n_trials and not counts[WAITING]:
+    bar.set_postfix_str(f'waiting for {counts[RUNNING]} running trial(s)')
     return 'wait'
   trial = study.ask()
   trial.set_user_attr('worker', WORKER)  # First, so a kill from here on is detected.
