@@ -14,7 +14,6 @@ softmax, LayerNorm statistics and the logits are computed in float32.
 """
 
 import dataclasses
-import math
 import zlib
 from typing import Any, Callable, Optional
 
@@ -81,8 +80,8 @@ def _mix32(x: jax.Array) -> jax.Array:
   return x ^ (x >> 16)
 
 
-def dropout_keep_mask(seed: jax.Array, stream: int, rate: float,
-                      shape) -> tuple[jax.Array, float]:
+def dropout_keep_mask(seed: jax.Array, stream: int, rate: float, shape,
+                      full_shape=None) -> tuple[jax.Array, float]:
   """A Bernoulli(1 - rate) keep mask and its exact keep probability.
 
   The random bits are a counter-based hash: element i of the mask hashes i with a key made
@@ -94,11 +93,16 @@ def dropout_keep_mask(seed: jax.Array, stream: int, rate: float,
   keys from being shifted copies of each other. The keep probability is 1 - rate rounded to
   a multiple of 2^-32; dropout scales by its exact value, so it stays unbiased. Counters wrap
   at 2^32 elements per mask.
+
+  With `full_shape`, the mask is the leading `shape` block (every index from 0) of the mask of
+  a `full_shape` array: elements keep their counters, i.e. their positions in the full array.
   """
   threshold = min(round((1.0 - rate) * 2 ** 32), 2 ** 32 - 1)
   first = _mix32(seed[0].astype(jnp.uint32) ^ _mix32(jnp.uint32(stream)))
   second = _mix32(seed[1].astype(jnp.uint32) ^ first)
-  counter = jnp.arange(math.prod(shape), dtype=jnp.uint32).reshape(shape)
+  strides = np.cumprod((1,) + tuple(full_shape or shape)[:0:-1])[::-1]
+  counter = sum(jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
+                for axis, stride in enumerate(strides))
   bits = _mix32(_mix32(counter + first) ^ second)
   return bits < jnp.uint32(threshold), threshold / 2 ** 32
 
@@ -110,15 +114,16 @@ def dropout_seed(module: nn.Module, deterministic: bool) -> Optional[jax.Array]:
 
 class Dropout(nn.Module):
   """Inverted dropout like `nn.Dropout`, with the cheaper mask of `dropout_keep_mask`; its
-  stream is a hash of the module's path, so every site draws its own mask."""
+  stream is a hash of the module's path, so every site draws its own mask. With `full_shape`,
+  `x` is the leading block of a `full_shape` array and gets that block of its mask."""
   rate: float
 
   @nn.compact
-  def __call__(self, x, seed: Optional[jax.Array]):
+  def __call__(self, x, seed: Optional[jax.Array], full_shape=None):
     if seed is None or self.rate == 0.0:
       return x
     stream = zlib.crc32('/'.join(self.path).encode())
-    keep, keep_prob = dropout_keep_mask(seed, stream, self.rate, x.shape)
+    keep, keep_prob = dropout_keep_mask(seed, stream, self.rate, x.shape, full_shape)
     return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
 
 
@@ -186,34 +191,44 @@ class Projection(nn.Module):
 
 
 class EncoderLayer(nn.Module):
+  """One post-LN Transformer block. With `first_token_only` (the last block), every token is a
+  key and value but only the first ([CLS], all the classifier reads) is a query, and only its
+  output is computed, with the first-token slices of the whole block's dropout masks: the same
+  function of the weights as the whole block's first token, in training too, for about a
+  third of the block's work."""
   arch: Architecture
   index: int
   dropout_rate: float
   attention_dropout_rate: float
   dense: Callable[..., Projection]
   dtype: Any = jnp.float32
+  first_token_only: bool = False
 
   @nn.compact
   def __call__(self, x, attention_bias, seed: Optional[jax.Array]):
-    arch, batch, length = self.arch, x.shape[0], x.shape[1]
-    head_dim = arch.hidden_size // arch.num_heads
+    arch, (batch, length, _) = self.arch, x.shape
+    heads, head_dim = arch.num_heads, arch.hidden_size // arch.num_heads
     name = lambda p: f'layer_{self.index}/{p}'
-    split_heads = lambda y: y.reshape(batch, length, arch.num_heads, head_dim)
-    q, k, v = (split_heads(self.dense(arch.hidden_size, arch.is_linear(name(p)), name=p)(x))
-               for p in ('query', 'key', 'value'))
+    split_heads = lambda y: y.reshape(batch, y.shape[1], heads, head_dim)
+    k, v = (split_heads(self.dense(arch.hidden_size, arch.is_linear(name(p)), name=p)(x))
+            for p in ('key', 'value'))
+    if self.first_token_only:
+      x = x[:, :1]
+    q = split_heads(self.dense(arch.hidden_size, arch.is_linear(name('query')), name='query')(x))
     # Scaling q rather than the scores: XLA on CPU fuses a scaled [B, H, L, L] dot worse.
     scores = jnp.einsum('bqhd,bkhd->bhqk', q * jnp.asarray(head_dim ** -0.5, x.dtype), k)
     probs = jax.nn.softmax(scores.astype(jnp.float32) + attention_bias, axis=-1)
-    probs = Dropout(self.attention_dropout_rate)(probs.astype(x.dtype), seed)
-    context = jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(batch, length, arch.hidden_size)
+    probs = Dropout(self.attention_dropout_rate)(probs.astype(x.dtype), seed,
+                                                 (batch, heads, length, length))
+    context = jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(x.shape)
     attention = self.dense(arch.hidden_size, arch.is_linear(name('attention_output')),
                            name='attention_output')(context)
-    attention = Dropout(self.dropout_rate)(attention, seed)
+    attention = Dropout(self.dropout_rate)(attention, seed, (batch, length, arch.hidden_size))
     x = nn.LayerNorm(epsilon=1e-12, dtype=self.dtype, name='attention_norm')(x + attention)
     hidden = nn.gelu(self.dense(arch.intermediate_size, arch.is_linear(name('intermediate')),
                                 name='intermediate')(x), approximate=False)
     output = self.dense(arch.hidden_size, arch.is_linear(name('output')), name='output')(hidden)
-    output = Dropout(self.dropout_rate)(output, seed)
+    output = Dropout(self.dropout_rate)(output, seed, (batch, length, arch.hidden_size))
     return nn.LayerNorm(epsilon=1e-12, dtype=self.dtype, name='output_norm')(x + output)
 
 
@@ -248,6 +263,7 @@ class BertClassifier(nn.Module):
     attention_bias = jnp.where(is_pad, jnp.finfo(jnp.float32).min, 0.0)[:, None, None, :]
     for i in range(arch.num_layers):
       x = EncoderLayer(arch, i, self.dropout_rate, self.attention_dropout_rate, dense, dtype,
+                       first_token_only=i == arch.num_layers - 1,
                        name=f'layer_{i}')(x, attention_bias, seed)
     pooled = jnp.tanh(dense(arch.hidden_size, arch.is_linear('pooler'), name='pooler')(x[:, 0]))
     pooled = Dropout(self.dropout_rate)(pooled, seed)

@@ -132,3 +132,37 @@ def test_with_activation_pruning_a_review_scores_the_same_in_any_batch():
   for batch in batches:
     np.testing.assert_allclose(model.apply({'params': params}, batch)[:1], alone, atol=1e-5)
 
+
+
+def test_a_dropout_mask_block_is_that_block_of_the_full_mask():
+  seed = jnp.array([7, 9], jnp.uint32)
+  full, _ = models.dropout_keep_mask(seed, 3, 0.5, (2, 4, 6, 6))
+  block, _ = models.dropout_keep_mask(seed, 3, 0.5, (2, 4, 1, 6), full_shape=(2, 4, 6, 6))
+  np.testing.assert_array_equal(block, full[:, :, :1])
+  assert 0.3 < full.mean() < 0.7
+
+
+@pytest.mark.parametrize('identity', [(), ('layer_1/query', 'layer_1/attention_output')])
+@pytest.mark.parametrize('dropout', [False, True])
+def test_last_block_computes_the_first_token_exactly_as_the_whole_block(identity, dropout):
+  """In eval and in training: the same output and gradients, dropout masks included."""
+  arch = Architecture(2, 2, 64, 128, identity=identity)
+  params = params_of(arch)['layer_1']
+  x = jax.random.normal(jax.random.key(1), (2, 8, 64))
+  bias = jnp.where(IDS == 0, jnp.finfo(jnp.float32).min, 0.0)[:, None, None, :]
+  seed = jnp.array([5, 6], jnp.uint32) if dropout else None
+  dense = lambda features, linear=True, name=None: models.Projection(features, linear,
+                                                                     name=name)
+
+  def first_token(params, first_token_only):
+    block = models.EncoderLayer(arch, 1, 0.3, 0.3, dense, first_token_only=first_token_only)
+    return block.apply({'params': params}, x, bias, seed)[:, :1]
+
+  whole, first = first_token(params, False), first_token(params, True)
+  np.testing.assert_allclose(first, whole, rtol=1e-5, atol=1e-5)
+  if dropout:  # Its masks did drop something.
+    assert not np.allclose(whole, models.EncoderLayer(arch, 1, 0.3, 0.3, dense).apply(
+        {'params': params}, x, bias, None)[:, :1])
+  grads = [jax.grad(lambda p, f=f: jnp.sum(first_token(p, f) ** 2))(params) for f in (False, True)]
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                         *grads)
