@@ -27,6 +27,8 @@ import qwix
 from jaxnas.errors import UserError
 
 INT8_MAX = 127
+# Longest contraction whose int8 x int8 partial sums are all exact in float32 (at most 2^24).
+EXACT_FLOAT32_CONTRACTION = 2 ** 24 // 128 ** 2
 FROZEN_WEIGHTS = '/AqtDotGeneral_0/qrhs/frozen'  # Where AQT's CONVERT mode stores a kernel.
 
 
@@ -41,6 +43,34 @@ def fake_quantize_rows(table):
   """int8 round trip with a straight-through gradient."""
   qvalue, scale = quantize_rows(table)
   return table + jax.lax.stop_gradient(qvalue.astype(table.dtype) * scale - table)
+
+
+def int8_dot_in_float32(lhs, rhs, dimension_numbers, precision=None,
+                        preferred_element_type=None):
+  """`lax.dot_general` of two int8 arrays, computed with float32 dots, exactly.
+
+  XLA's int8 dots on a CPU without VNNI ran at about half the speed of float32 ones
+  (BENCHMARKS.md), so a served int8 model was slower than the float model. Every product of
+  two int8 values and every sum of at most EXACT_FLOAT32_CONTRACTION (1024) of them is an
+  integer of magnitude at most 2^24, which float32 holds exactly in any summation order;
+  longer contractions are split into such chunks whose results are added as int32. Only a
+  Dense's dot (one contracting axis, no batch axes) arrives here.
+  """
+  del precision  # Exact whatever the precision setting.
+  (lhs_axes, rhs_axes), batch_axes = dimension_numbers
+  if (lhs.dtype, rhs.dtype) != (jnp.int8, jnp.int8) or len(lhs_axes) != 1 or any(batch_axes):
+    raise ValueError(f'int8_dot_in_float32 takes Dense dots of int8 arrays, not {lhs.dtype} x '
+                     f'{rhs.dtype} with dimension numbers {dimension_numbers}')
+  (lhs_axis,), (rhs_axis,) = lhs_axes, rhs_axes
+  size = lhs.shape[lhs_axis]
+  out = 0
+  for start in range(0, size, EXACT_FLOAT32_CONTRACTION):
+    chunk = lambda x, axis: jax.lax.slice_in_dim(
+        x, start, min(start + EXACT_FLOAT32_CONTRACTION, size), axis=axis).astype(jnp.float32)
+    partial = jax.lax.dot_general(chunk(lhs, lhs_axis), chunk(rhs, rhs_axis), dimension_numbers,
+                                  precision=jax.lax.Precision.HIGHEST)
+    out = out + partial.astype(jnp.int32)
+  return out.astype(preferred_element_type or jnp.int32)
 
 
 class _Engine:
@@ -62,12 +92,20 @@ class _Engine:
 
 
 class AqtInt8(_Engine):
-  """int8 weights and activations with AQT's dynamic (AbsMax) quantization."""
+  """int8 weights and activations with AQT's dynamic (AbsMax) quantization.
 
-  def __init__(self):
+  `int8_dot` computes each int8 x int8 dot: by default `int8_dot_in_float32` on a CPU (the
+  same result, faster there) and XLA's own int8 dot elsewhere.
+  """
+
+  def __init__(self, int8_dot=None):
     super().__init__()
     self._config = aqt_config.fully_quantized(fwd_bits=8, bwd_bits=None,
                                               use_stochastic_rounding=False)
+    if int8_dot is None and jax.default_backend() == 'cpu':
+      int8_dot = int8_dot_in_float32
+    if int8_dot is not None:
+      self._config.fwd.dot_general = int8_dot
 
   def _dot_general_cls(self, weight_mode: QuantMode):
     return functools.partial(
