@@ -199,11 +199,11 @@ class JaxSide:
     engine = quantization.AqtInt8()
     self.int8 = engine.convert(model, params)
     self.int8_eval, self.compile_seconds['eval_int8'] = timed(
-        lambda: train.jit_eval_step(engine.serving_apply(model), served_int8=True)
+        lambda: train.jit_eval_step(engine.serving_apply(model), engine.int8_dots)
         .lower(self.int8, batches[0]).compile())
     pruned = model.clone(activation_sparsity=LAB_ACTIVATION_SPARSITY)
     self.int8_pruned_eval, self.compile_seconds['eval_int8_activation_pruned'] = timed(
-        lambda: train.jit_eval_step(engine.serving_apply(pruned), served_int8=True)
+        lambda: train.jit_eval_step(engine.serving_apply(pruned), engine.int8_dots)
         .lower(self.int8, batches[0]).compile())
     self.params = params
     memory = self.train_step.memory_analysis()

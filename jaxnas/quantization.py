@@ -95,7 +95,8 @@ class AqtInt8(_Engine):
   """int8 weights and activations with AQT's dynamic (AbsMax) quantization.
 
   `int8_dot` computes each int8 x int8 dot: by default `int8_dot_in_float32` on a CPU (the
-  same result, faster there) and XLA's own int8 dot elsewhere.
+  same result, faster there) and XLA's own int8 dot elsewhere. `int8_dots` says whether
+  the models run XLA's int8 dots.
   """
 
   def __init__(self, int8_dot=None):
@@ -106,6 +107,7 @@ class AqtInt8(_Engine):
       int8_dot = int8_dot_in_float32
     if int8_dot is not None:
       self._config.fwd.dot_general = int8_dot
+    self.int8_dots = int8_dot is not int8_dot_in_float32
 
   def _dot_general_cls(self, weight_mode: QuantMode):
     return functools.partial(
@@ -170,6 +172,7 @@ class QwixInt8(_Engine):
   with AQT. Weights get per-output-channel absmax scales, activations dynamic per-token ones,
   so the stored form has AQT's layout, and the served model runs int8 x int8 dot_generals.
   """
+  int8_dots = True
 
   def __init__(self):
     super().__init__()

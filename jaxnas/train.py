@@ -131,21 +131,22 @@ def eval_step(apply_fn: Callable, variables: Any, batch: dict) -> dict:
 
 
 # XLA on CPU hands whole blocks, e.g. an attention's matmul, softmax and matmul, to YNNPACK
-# fusions by default. On this project's CPU (BENCHMARKS.md), float eval steps ran up to 2.2x
-# as fast with YNNPACK kept to convolutions (none here), with equal outputs, while served
-# int8 models ran 20-40% slower that way, and train steps gained about 2% for 50% more
-# compile time; so only float eval steps turn the fusions off.
+# fusions by default. On this project's CPU (BENCHMARKS.md), eval steps ran up to 2.2x as
+# fast with YNNPACK kept to convolutions (none here), with equal outputs, except for programs
+# with XLA's int8 dots, which ran 20-40% slower that way; train steps gained about 2% for 50%
+# more compile time. So eval steps without int8 dots turn the fusions off.
 NO_YNN_FUSIONS = {
     'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'}
 
 
-def jit_eval_step(apply_fn: Callable, served_int8: bool = False,
+def jit_eval_step(apply_fn: Callable, int8_dots: bool = False,
                   out_shardings: Optional[NamedSharding] = None):
-  """`eval_step` of `apply_fn`, jitted; on a CPU, float models without YNNPACK fusions.
+  """`eval_step` of `apply_fn`, jitted; on a CPU without YNNPACK fusions unless `apply_fn`
+  runs XLA's int8 dots (a served model of an engine whose `int8_dots` is true).
 
   `out_shardings` replicated gathers each row's prediction onto every process.
   """
-  options = NO_YNN_FUSIONS if not served_int8 and jax.default_backend() == 'cpu' else None
+  options = NO_YNN_FUSIONS if not int8_dots and jax.default_backend() == 'cpu' else None
   return jax.jit(functools.partial(eval_step, apply_fn), compiler_options=options,
                  out_shardings=out_shardings)
 
@@ -186,7 +187,7 @@ class Trainer:
     self.data_sharding = NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
     self.replicated = NamedSharding(self.mesh, PartitionSpec())
     self._train_step = jax.jit(train_step, donate_argnums=0)
-    self._eval_steps = {}  # (apply_fn, served_int8) -> jitted eval step, reused.
+    self._eval_steps = {}  # (apply_fn, int8_dots) -> jitted eval step, reused.
 
   def with_seed(self, seed: int) -> 'Trainer':
     """This trainer with another data-order seed; it shares the compiled steps."""
@@ -269,15 +270,15 @@ class Trainer:
         checkpoints.close()  # Waits for pending writes, on success and on the way out alike.
     return state, epoch_losses, start
 
-  def eval_fn(self, apply_fn, served_int8: bool = False):
+  def eval_fn(self, apply_fn, int8_dots: bool = False):
     """The jitted `eval_step` of `apply_fn`, compiled once per batch shape."""
-    key = (apply_fn, served_int8)
+    key = (apply_fn, int8_dots)
     if key not in self._eval_steps:
-      self._eval_steps[key] = jit_eval_step(apply_fn, served_int8, self.replicated)
+      self._eval_steps[key] = jit_eval_step(apply_fn, int8_dots, self.replicated)
     return self._eval_steps[key]
 
   def evaluate(self, apply_fn, variables, split, description: str = 'eval',
-               time_batches: bool = False, served_int8: bool = False) -> dict:
+               time_batches: bool = False, int8_dots: bool = False) -> dict:
     """Accuracy and mean loss of `apply_fn(variables, ...)` over every example of `split`,
     `correct` (whether each example, in split order, was classified right) and the `seconds`
     it took (compilation included).
@@ -285,11 +286,11 @@ class Trainer:
     With `time_batches`, each batch is waited for and timed, and `ms_per_example` is the
     median time of a batch over its size: the model's latency on this device, measured on
     the evaluation itself. The first batch is left out when there are others, because it
-    may include compilation. `served_int8`: `apply_fn` serves an int8 model (see
+    may include compilation. `int8_dots`: `apply_fn` runs XLA's int8 dots (see
     `NO_YNN_FUSIONS`).
     """
     begin = time.perf_counter()
-    eval_fn = self.eval_fn(apply_fn, served_int8)
+    eval_fn = self.eval_fn(apply_fn, int8_dots)
     variables = jax.device_put(variables, self.replicated)
     plan = input_pipeline.epoch_plan(split, self.eval_batch_size, self.buckets, self.seed, 0,
                                      shuffle=False)

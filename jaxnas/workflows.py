@@ -216,7 +216,8 @@ def score_served_int8(exp: Experiment, model: BertClassifier, int8: dict, split=
   """Accuracy and latency of the served int8 form of `model` on `split` (default: test)."""
   return exp.trainer.evaluate(exp.engine.serving_apply(model), int8,
                               exp.test_split if split is None else split,
-                              description, time_batches=True, served_int8=True)
+                              description, time_batches=True,
+                              int8_dots=exp.engine.int8_dots)
 
 
 def test_record(metrics: dict, prefix: str = '') -> dict:
