@@ -11,7 +11,9 @@ AVX-512/BF16/VNNI/AMX features). Cases:
     float and served-int8 eval. Against torch, `transformers.BertForSequenceClassification`
     gets the same initial weights and the same token batches; JAX and torch rounds alternate
     and the reported ratio is the median of per-round ratios (robust to a loaded machine).
-    The served int8 eval is also timed with configs/lab2.py's activation pruning (0.5).
+    The served int8 eval is also timed with configs/lab2.py's activation pruning (0.5), and
+    with XLA's int8 dots instead of the exact float32 ones AQT's engine uses on a CPU (which
+    wins depends on the CPU's int8 instructions: VNNI, AMX).
   * `epoch`: one epoch of the embedded IMDb training split (its 12,500 reviews, or
     `--epoch_train_size` of them) at max_length 512, batch 8: jaxnas's `Trainer.fit` with its
     length buckets against HF Trainer with dynamic padding (`DataCollatorWithPadding`), as the
@@ -149,10 +151,12 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
 
 
 def train_flops_per_example(arch: Architecture, length: int) -> float:
-  """Model FLOPs of one training example (forward + backward = 3x forward), matmuls only."""
+  """Model FLOPs of one training example (forward + backward = 3x forward), matmuls only. The
+  last block computes keys and values for every token and the rest for [CLS] only."""
   d, f = arch.hidden_size, arch.intermediate_size
   per_token = 2 * (4 * d * d + 2 * d * f) + 2 * 2 * length * d  # Projections, FFN, QK^T, PV.
-  return 3 * arch.num_layers * per_token * length
+  last_block = 2 * 2 * d * d * length + per_token
+  return 3 * ((arch.num_layers - 1) * per_token * length + last_block)
 
 
 # ---------------------------------------------------------------- JAX side
@@ -205,6 +209,11 @@ class JaxSide:
     self.int8_pruned_eval, self.compile_seconds['eval_int8_activation_pruned'] = timed(
         lambda: train.jit_eval_step(engine.serving_apply(pruned), engine.int8_dots)
         .lower(self.int8, batches[0]).compile())
+    # XLA's own int8 dots (with YNNPACK fusions), which AQT's default replaces on a CPU.
+    xla_dots = quantization.AqtInt8(int8_dot=jax.lax.dot_general)
+    self.int8_xla_dots_eval, self.compile_seconds['eval_int8_xla_dots'] = timed(
+        lambda: train.jit_eval_step(xla_dots.serving_apply(model), xla_dots.int8_dots)
+        .lower(self.int8, batches[0]).compile())
     self.params = params
     memory = self.train_step.memory_analysis()
     self.step_memory_bytes = (memory.temp_size_in_bytes + memory.argument_size_in_bytes
@@ -225,6 +234,9 @@ class JaxSide:
 
   def eval_int8_activation_pruned(self) -> float:
     return self._eval(self.int8_pruned_eval, self.int8)
+
+  def eval_int8_xla_dots(self) -> float:
+    return self._eval(self.int8_xla_dots_eval, self.int8)
 
   def _eval(self, compiled, variables) -> float:
     start = time.perf_counter()
@@ -348,7 +360,8 @@ def fixed_shape_case(name: str, split, vocab_size: int, against: str, peak: floa
   times = collections.defaultdict(list)
   for round_ in range(FLAGS.rounds + 1):  # Round 0 warms up and is not counted.
     for side_name, side in sides.items():
-      for what in ('train', 'eval_float', 'eval_int8', 'eval_int8_activation_pruned'):
+      for what in ('train', 'eval_float', 'eval_int8', 'eval_int8_activation_pruned',
+                   'eval_int8_xla_dots'):
         if hasattr(side, what):
           seconds = getattr(side, what)()
           if round_:
@@ -367,6 +380,7 @@ def fixed_shape_case(name: str, split, vocab_size: int, against: str, peak: floa
       'eval_int8_examples_per_s': round(rate('jax_eval_int8'), 2),
       'eval_int8_activation_pruned_examples_per_s':
           round(rate('jax_eval_int8_activation_pruned'), 2),
+      'eval_int8_xla_dots_examples_per_s': round(rate('jax_eval_int8_xla_dots'), 2),
       'train_step_memory_mb': round(sides['jax'].step_memory_bytes / 2 ** 20, 1),
       'process_peak_rss_mb': round(peak_rss_mb(), 1),
       'train_gflop_per_s': round(train_rate * flops / 1e9, 2),
