@@ -49,10 +49,11 @@ def int8_dot_in_float32(lhs, rhs, dimension_numbers, precision=None,
                         preferred_element_type=None):
   """`lax.dot_general` of two int8 arrays, computed with float32 dots, exactly.
 
-  XLA's int8 dots on a CPU without VNNI ran at about half the speed of float32 ones
-  (BENCHMARKS.md), so a served int8 model was slower than the float model. Every product of
-  two int8 values and every sum of at most EXACT_FLOAT32_CONTRACTION (1024) of them is an
-  integer of magnitude at most 2^24, which float32 holds exactly in any summation order;
+  On this project's CPU (AVX2, no VNNI), XLA's int8 dots ran at half the speed of float32
+  ones, or at their speed with YNNPACK fusions, which slow down the rest of most eval
+  programs (BENCHMARKS.md); so a served int8 model was slower than the float one. Every
+  product of two int8 values and every sum of at most EXACT_FLOAT32_CONTRACTION (1024) of
+  them is an integer of magnitude at most 2^24, which float32 holds exactly in any order;
   longer contractions are split into such chunks whose results are added as int32. Only a
   Dense's dot (one contracting axis, no batch axes) arrives here.
   """
