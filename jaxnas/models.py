@@ -100,7 +100,7 @@ def dropout_keep_mask(seed: jax.Array, stream: int, rate: float, shape,
   threshold = min(round((1.0 - rate) * 2 ** 32), 2 ** 32 - 1)
   first = _mix32(seed[0].astype(jnp.uint32) ^ _mix32(jnp.uint32(stream)))
   second = _mix32(seed[1].astype(jnp.uint32) ^ first)
-  strides = np.cumprod((1,) + tuple(full_shape or shape)[:0:-1])[::-1]
+  strides = np.cumprod((1,) + tuple(full_shape or shape)[:0:-1])[::-1]  # Row-major, in elements.
   counter = sum(jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
                 for axis, stride in enumerate(strides))
   bits = _mix32(_mix32(counter + first) ^ second)
