@@ -197,23 +197,25 @@ class JaxSide:
     self.train_step, self.compile_seconds['train'] = timed(
         lambda: jax.jit(train.train_step, donate_argnums=0).lower(self.state, batches[0])
         .compile())
-    self.float_eval, self.compile_seconds['eval_float'] = timed(
-        lambda: train.jit_eval_step(model.apply)
-        .lower({'params': params}, batches[0]).compile())
+
+    def compile_eval(name, apply_fn, variables, int8_dots=False):
+      compiled, self.compile_seconds[name] = timed(
+          lambda: train.jit_eval_step(apply_fn, int8_dots).lower(variables, batches[0]).compile())
+      return compiled
+
+    self.float_eval = compile_eval('eval_float', model.apply, {'params': params})
     engine = quantization.AqtInt8()
     self.int8 = engine.convert(model, params)
-    self.int8_eval, self.compile_seconds['eval_int8'] = timed(
-        lambda: train.jit_eval_step(engine.serving_apply(model), engine.int8_dots)
-        .lower(self.int8, batches[0]).compile())
+    self.int8_eval = compile_eval('eval_int8', engine.serving_apply(model), self.int8,
+                                  engine.int8_dots)
     pruned = model.clone(activation_sparsity=LAB_ACTIVATION_SPARSITY)
-    self.int8_pruned_eval, self.compile_seconds['eval_int8_activation_pruned'] = timed(
-        lambda: train.jit_eval_step(engine.serving_apply(pruned), engine.int8_dots)
-        .lower(self.int8, batches[0]).compile())
+    self.int8_pruned_eval = compile_eval('eval_int8_activation_pruned',
+                                         engine.serving_apply(pruned), self.int8,
+                                         engine.int8_dots)
     # XLA's own int8 dots (with YNNPACK fusions), which AQT's default replaces on a CPU.
     xla_dots = quantization.AqtInt8(int8_dot=jax.lax.dot_general)
-    self.int8_xla_dots_eval, self.compile_seconds['eval_int8_xla_dots'] = timed(
-        lambda: train.jit_eval_step(xla_dots.serving_apply(model), xla_dots.int8_dots)
-        .lower(self.int8, batches[0]).compile())
+    self.int8_xla_dots_eval = compile_eval('eval_int8_xla_dots', xla_dots.serving_apply(model),
+                                           self.int8, xla_dots.int8_dots)
     self.params = params
     memory = self.train_step.memory_analysis()
     self.step_memory_bytes = (memory.temp_size_in_bytes + memory.argument_size_in_bytes

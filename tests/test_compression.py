@@ -14,6 +14,11 @@ def trained_params(model, seed=0):
   return models.init_params(model, jax.random.key(seed))
 
 
+def toy_ids():
+  """8 toy reviews padded to 16 tokens."""
+  return np.stack([np.pad(ids, (0, 16 - len(ids))) for ids in toy_split(8, 0, 16).token_ids])
+
+
 @pytest.fixture(scope='module')
 def model():
   return BertClassifier(ARCH, 40, 16)
@@ -51,7 +56,7 @@ QWIX_WARNING = pytest.mark.filterwarnings('ignore:.*VariableState:DeprecationWar
 def test_served_int8_logits_match_the_qat_model(model, engine_name):
   engine = quantization.get_engine(engine_name)
   params = trained_params(model)
-  ids = np.stack([np.pad(ids, (0, 16 - len(ids))) for ids in toy_split(8, 0, 16).token_ids])
+  ids = toy_ids()
   qat_logits = jax.jit(engine.training_model(model).apply)({'params': params}, ids)
   served_logits = jax.jit(engine.serving_apply(model))(engine.convert(model, params), ids)
   np.testing.assert_allclose(served_logits, qat_logits, atol=1e-5)  # Same int8 arithmetic.
@@ -88,7 +93,7 @@ def test_int8_dots_in_float32_are_exact_at_any_contraction():
 
 def test_aqt_on_a_cpu_serves_the_logits_of_xla_int8_dots(model):
   params = trained_params(model)
-  ids = np.stack([np.pad(ids, (0, 16 - len(ids))) for ids in toy_split(8, 0, 16).token_ids])
+  ids = toy_ids()
   logits = []
   for engine in quantization.AqtInt8(), quantization.AqtInt8(int8_dot=jax.lax.dot_general):
     logits.append(jax.jit(engine.serving_apply(model))(engine.convert(model, params), ids))

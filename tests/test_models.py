@@ -133,7 +133,6 @@ def test_with_activation_pruning_a_review_scores_the_same_in_any_batch():
     np.testing.assert_allclose(model.apply({'params': params}, batch)[:1], alone, atol=1e-5)
 
 
-
 def test_a_dropout_mask_block_is_that_block_of_the_full_mask():
   seed = jnp.array([7, 9], jnp.uint32)
   full, _ = models.dropout_keep_mask(seed, 3, 0.5, (2, 4, 6, 6))
