@@ -45,6 +45,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -150,6 +151,19 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
   return 2 * n ** 3 / best / 1e9
 
 
+def dot_operand_types(hlo_text: str) -> dict:
+  """How many dots of a compiled program (its optimized HLO text) take each pair of operand
+  types. With `--dtype=bfloat16` this says which dots XLA kept in bfloat16 and which it runs
+  in float32 with converted operands, as it does for all of them on a CPU without
+  AVX512_BF16."""
+  counts = collections.Counter()
+  for computation in re.split(r'\n(?=\S)', hlo_text):
+    types = dict(re.findall(r'%([\w.-]+) = (\w+)\[', computation))
+    for lhs, rhs in re.findall(r' dot\(%([\w.-]+), %([\w.-]+)\)', computation):
+      counts[f'{types.get(lhs)} x {types.get(rhs)}'] += 1
+  return dict(sorted(counts.items()))
+
+
 def train_flops_per_example(arch: Architecture, length: int) -> float:
   """Model FLOPs of one training example (forward + backward = 3x forward), matmuls only. The
   last block computes keys and values for every token and the rest for [CLS] only."""
@@ -217,6 +231,7 @@ class JaxSide:
     self.int8_xla_dots_eval = compile_eval('eval_int8_xla_dots', xla_dots.serving_apply(model),
                                            self.int8, xla_dots.int8_dots)
     self.params = params
+    self.train_dots = dot_operand_types(self.train_step.as_text())
     memory = self.train_step.memory_analysis()
     self.step_memory_bytes = (memory.temp_size_in_bytes + memory.argument_size_in_bytes
                               + memory.output_size_in_bytes - memory.alias_size_in_bytes)
@@ -383,6 +398,7 @@ def fixed_shape_case(name: str, split, vocab_size: int, against: str, peak: floa
       'eval_int8_activation_pruned_examples_per_s':
           round(rate('jax_eval_int8_activation_pruned'), 2),
       'eval_int8_xla_dots_examples_per_s': round(rate('jax_eval_int8_xla_dots'), 2),
+      'train_dot_operand_types': sides['jax'].train_dots,
       'train_step_memory_mb': round(sides['jax'].step_memory_bytes / 2 ** 20, 1),
       'process_peak_rss_mb': round(peak_rss_mb(), 1),
       'train_gflop_per_s': round(train_rate * flops / 1e9, 2),
