@@ -63,10 +63,18 @@ def get_config():
   config.train.checkpoint_every_steps = 50  # Resume point of an interrupted trial.
 
   config.compression = ml_collections.ConfigDict()
+  # 'aqt' | 'qwix': int8 with per-channel weight and per-token activation scales;
+  # 'fixed': the lab's fixed point (`fixed_point` below), one power-of-two scale per tensor.
   config.compression.quant_engine = 'aqt'
+  config.compression.fixed_point = ml_collections.ConfigDict(dict(
+      width=8, frac_width=4,  # Q4.4: multiples of 1/16 in [-8, 7.9375].
+      inputs=True, weights=True, biases=True))  # Which tensors of each Dense it rounds.
   config.compression.weight_sparsity = 0.5
   config.compression.prune_scope = 'local'  # 'local' (per tensor) | 'global'
   config.compression.activation_sparsity = 0.0
+  # One activation threshold per 'token' vector, or per 'tensor' over the padded batch (the
+  # lab's; a review's score then depends on the batch it is in).
+  config.compression.activation_prune_scope = 'token'
   config.compression.retrain_epochs = 0.25  # A fraction of an epoch runs its first steps.
   config.compression.retrain_learning_rate = 3e-4
 

@@ -3,8 +3,9 @@ instead of a traceback (or a silently odd run) minutes later."""
 
 import math
 
-from jaxnas import quantization
+from jaxnas import fixed_point, quantization
 from jaxnas.errors import UserError
+from jaxnas.models import ACTIVATION_PRUNE_SCOPES
 
 _POSITIVE = ('must be > 0', lambda v: v > 0)
 _NON_NEGATIVE = ('must be >= 0', lambda v: v >= 0)
@@ -42,6 +43,7 @@ RULES = {
     'compression.weight_sparsity': _FRACTION,
     'compression.prune_scope': _one_of('local', 'global'),
     'compression.activation_sparsity': _FRACTION,
+    'compression.activation_prune_scope': _one_of(*ACTIVATION_PRUNE_SCOPES),
     'compression.retrain_epochs': _POSITIVE,
     'compression.retrain_learning_rate': _POSITIVE,
     'search.n_trials': _AT_LEAST_ONE,
@@ -59,3 +61,7 @@ def validate_config(config):
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if (numeric and not math.isfinite(value)) or not holds(value):
       raise UserError(f'config.{path}={value!r} {requirement}')
+  try:
+    fixed_point.FixedPoint(**config.compression.fixed_point)
+  except UserError as e:
+    raise UserError(f'config.compression.fixed_point: {e}') from None

@@ -5,8 +5,9 @@ classifier head. Each square Dense (query, key, value and attention output of ea
 pooler, and where hidden_size == intermediate_size the two feed-forward Dense layers too, as
 the lab's rule gives them) is either a Dense or the identity, as the architecture says. A
 quantization engine plugs in through `dot_general_cls` (used by every Dense) and
-`embedding_quantizer` (applied to the embedding tables); activation pruning of each Dense
-input is optional.
+`embedding_quantizer` (applied to the embedding tables), or replaces every Dense with its own
+module (`dense_cls`); activation pruning of each Dense input is optional, per token or per
+tensor.
 
 Mixed precision: with `dtype='bfloat16'` activations and matmuls are bfloat16 while the
 parameters (the master weights the optimizer updates) and their gradients stay float32;
@@ -130,16 +131,23 @@ class Dropout(nn.Module):
 BISECTION_STEPS = 24  # Threshold resolution: the vector's largest |x| / 2^24.
 
 
-def prune_activations(x, sparsity: float):
-  """Zeroes the `sparsity` fraction of each activation vector's entries (the last axis: one
-  token's, or the pooler's one row) with the smallest |x|.
+ACTIVATION_PRUNE_SCOPES = ('token', 'tensor')
 
-  One threshold per token, not per batch tensor: a review then scores the same alone, beside
-  other reviews or beside padding rows, and padded positions neither count nor matter (the
-  attention mask already keeps them from real tokens). The threshold is found by bisection,
-  the largest value that keeps enough entries: a few elementwise passes over the vector, where
-  a sort (a quantile) or `lax.top_k` made served int8 scoring 15x slower on a CPU.
+
+def prune_activations(x, sparsity: float, scope: str = 'token'):
+  """Zeroes the `sparsity` fraction of each activation vector's entries (the last axis: one
+  token's, or the pooler's one row) with the smallest |x|; with scope 'tensor', of the whole
+  tensor's entries, padded positions included (the lab's pass: one L1 threshold per tensor).
+
+  One threshold per token by default, not per batch tensor: a review then scores the same
+  alone, beside other reviews or beside padding rows, and padded positions neither count nor
+  matter (the attention mask already keeps them from real tokens). The threshold is found by
+  bisection, the largest value that keeps enough entries: a few elementwise passes over the
+  vector, where a sort (a quantile) or `lax.top_k` made served int8 scoring 15x slower on a
+  CPU.
   """
+  if scope == 'tensor':
+    return prune_activations(x.reshape(1, -1), sparsity).reshape(x.shape)
   size = x.shape[-1]
   keep = max(1, size - round(sparsity * size))
   magnitude = jnp.abs(x).astype(jnp.float32)
@@ -177,6 +185,8 @@ class Projection(nn.Module):
   linear: bool = True
   dot_general_cls: Optional[Callable[[], Any]] = None
   activation_sparsity: float = 0.0
+  activation_prune_scope: str = 'token'
+  dense_cls: Callable[..., nn.Module] = nn.Dense
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -184,10 +194,10 @@ class Projection(nn.Module):
     if not self.linear:
       return x
     if self.activation_sparsity > 0:
-      x = prune_activations(x, self.activation_sparsity)
-    return nn.Dense(self.features, dot_general_cls=self.dot_general_cls,
-                    kernel_init=nn.initializers.normal(INIT_STDDEV), dtype=self.dtype,
-                    name='dense')(x)
+      x = prune_activations(x, self.activation_sparsity, self.activation_prune_scope)
+    return self.dense_cls(self.features, dot_general_cls=self.dot_general_cls,
+                          kernel_init=nn.initializers.normal(INIT_STDDEV), dtype=self.dtype,
+                          name='dense')(x)
 
 
 class EncoderLayer(nn.Module):
@@ -245,13 +255,19 @@ class BertClassifier(nn.Module):
   dot_general_cls: Optional[Callable[[], Any]] = None
   embedding_quantizer: Optional[Callable[[jax.Array], jax.Array]] = None
   activation_sparsity: float = 0.0
+  activation_prune_scope: str = 'token'  # One threshold per 'token' or per 'tensor'.
+  dense_cls: Callable[..., nn.Module] = nn.Dense  # Of every Dense (nn.Dense's signature).
   dtype: Any = 'float32'  # Computation dtype: 'float32' or 'bfloat16' (mixed precision).
 
   @nn.compact
   def __call__(self, input_ids, deterministic: bool = True):
     arch, dtype = self.arch, jnp.dtype(self.dtype)
     dense = lambda features, linear=True, name=None: Projection(
-        features, linear, self.dot_general_cls, self.activation_sparsity, dtype, name=name)
+        features, linear, self.dot_general_cls, self.activation_sparsity,
+        self.activation_prune_scope, self.dense_cls, dtype, name=name)
+    # Per-tensor thresholds see every token of the last block, as the lab's full block did.
+    cls_only_last_block = not (self.activation_sparsity
+                               and self.activation_prune_scope == 'tensor')
     embed = lambda num, name: Embed(num, arch.hidden_size, self.embedding_quantizer, dtype,
                                     name=name)
     positions = jnp.arange(input_ids.shape[1])[None, :]
@@ -265,7 +281,7 @@ class BertClassifier(nn.Module):
     attention_bias = jnp.where(is_pad, jnp.finfo(jnp.float32).min, 0.0)[:, None, None, :]
     for i in range(arch.num_layers):
       x = EncoderLayer(arch, i, self.dropout_rate, self.attention_dropout_rate, dense, dtype,
-                       first_token_only=i == arch.num_layers - 1,
+                       first_token_only=cls_only_last_block and i == arch.num_layers - 1,
                        name=f'layer_{i}')(x, attention_bias, seed)
     pooled = jnp.tanh(dense(arch.hidden_size, arch.is_linear('pooler'), name='pooler')(x[:, 0]))
     pooled = Dropout(self.dropout_rate)(pooled, seed)

@@ -1,4 +1,5 @@
-"""int8 quantization behind a narrow engine interface: AQT (`aqt.jax.v2`) or Qwix (`qwix`).
+"""Quantization behind a narrow engine interface: int8 with AQT (`aqt.jax.v2`) or Qwix
+(`qwix`), or the lab's fixed-point numerics (`FixedPointEngine`, see fixed_point.py).
 
 An engine does three things to a `BertClassifier`:
   * `training_model(model)`: the quantization-aware model (int8 forward, straight-through
@@ -7,7 +8,7 @@ An engine does three things to a `BertClassifier`:
     is: {'int8': {path: {'qvalue': int8, 'scale': float32}}, 'float': {path: array}};
   * `serving_apply(model)`: `apply(stored, input_ids) -> logits` that runs from the stored form.
 
-With either engine, every Dense runs an int8 x int8 dot_general with per-output-channel
+With either int8 engine, every Dense runs an int8 x int8 dot_general with per-output-channel
 weight scales and dynamic per-token activation scales. Embedding tables are stored as int8 with
 one scale per row and dequantized on lookup (the QAT model sees the same rounding), so the whole
 checkpoint is about 4x smaller than the float one; biases and LayerNorm parameters stay float32.
@@ -24,6 +25,7 @@ from aqt.jax.v2.flax import aqt_flax
 from aqt.jax.v2.utils import QuantMode
 import qwix
 
+from jaxnas import fixed_point
 from jaxnas.errors import UserError
 
 INT8_MAX = 127
@@ -78,8 +80,14 @@ class _Engine:
   """Keeps one conversion and one serving function per model: the same function objects let
   jit reuse their compiled programs. Engines define `_make_convert` and `_make_serving_apply`."""
 
+  name = ''
+  numerics = ''  # What the stored integers mean, for results and saved models.
+
   def __init__(self):
     self._convert_fns, self._serving_fns = {}, {}
+
+  def describe(self) -> dict:
+    return {'engine': self.name, 'format': self.numerics}
 
   def convert(self, model, params) -> dict:
     if model not in self._convert_fns:
@@ -99,6 +107,8 @@ class AqtInt8(_Engine):
   same result, faster there) and XLA's own int8 dot elsewhere. `int8_dots` says whether
   the models run XLA's int8 dots.
   """
+  name = 'aqt'
+  numerics = 'int8: per-output-channel weight scales, per-token activation scales'
 
   def __init__(self, int8_dot=None):
     super().__init__()
@@ -173,6 +183,8 @@ class QwixInt8(_Engine):
   with AQT. Weights get per-output-channel absmax scales, activations dynamic per-token ones,
   so the stored form has AQT's layout, and the served model runs int8 x int8 dot_generals.
   """
+  name = 'qwix'
+  numerics = AqtInt8.numerics
   int8_dots = True
 
   def __init__(self):
@@ -245,12 +257,75 @@ def _quantized_leaves(abstract_params) -> dict:
           if not isinstance(leaf, jax.ShapeDtypeStruct)}
 
 
-ENGINES = {'aqt': AqtInt8, 'qwix': QwixInt8}
+class FixedPointEngine(_Engine):
+  """The lab's fixed-point numerics (fixed_point.py): Dense kernels and biases stored as int8
+  integers with one power-of-two scale; embeddings and LayerNorm stay float, as in the lab."""
+
+  name = 'fixed'
+
+  def __init__(self, spec: fixed_point.FixedPoint, int8_dot=None):
+    super().__init__()
+    self.spec = spec
+    if int8_dot is None:
+      int8_dot = (int8_dot_in_float32 if jax.default_backend() == 'cpu'
+                  else jax.lax.dot_general)
+    self.int8_dots = int8_dot is not int8_dot_in_float32
+    self._int8_dot = int8_dot
+
+  def describe(self) -> dict:
+    return self.spec.describe()
+
+  def _model(self, model, serve: bool):
+    dense_cls = functools.partial(fixed_point.FixedPointDense, numerics=self.spec,
+                                  serve=serve, int8_dot=self._int8_dot)
+    return model.clone(dense_cls=dense_cls, embedding_quantizer=None)
+
+  def training_model(self, model):
+    return self._model(model, serve=False)
+
+  def _quantized(self, path: str) -> bool:
+    return ((path.endswith('/dense/kernel') and self.spec.weights)
+            or (path.endswith('/dense/bias') and self.spec.biases))
+
+  def _make_convert(self, model):
+    del model  # Every Dense is quantized alike.
+
+    @jax.jit
+    def convert(params):
+      stored = {'int8': {}, 'float': {}}
+      scale = jnp.float32(self.spec.scale)
+      for path, value in flax.traverse_util.flatten_dict(params, sep='/').items():
+        if self._quantized(path):
+          stored['int8'][path] = {'qvalue': self.spec.integers(value).astype(jnp.int8),
+                                  'scale': scale}
+        else:
+          stored['float'][path] = value
+      return stored
+
+    return convert
+
+  def _make_serving_apply(self, model):
+    serve_model = self._model(model, serve=True)
+
+    def apply(stored, input_ids, deterministic=True):
+      params = dict(stored['float'])
+      params.update({path: q['qvalue'] for path, q in stored['int8'].items()})
+      return serve_model.apply({'params': flax.traverse_util.unflatten_dict(params, sep='/')},
+                               input_ids, deterministic=deterministic)
+
+    return apply
 
 
-def get_engine(name: str):
+ENGINES = {'aqt': AqtInt8, 'qwix': QwixInt8, 'fixed': FixedPointEngine}
+
+
+def get_engine(name: str, fixed_point_config=None):
+  """The engine called `name`; 'fixed' takes its numerics from `fixed_point_config` (the
+  config's `compression.fixed_point`: width, frac_width, inputs, weights, biases)."""
   if name not in ENGINES:
     raise UserError(f'unknown quantization engine {name!r}; known: {", ".join(ENGINES)}')
+  if name == 'fixed':
+    return FixedPointEngine(fixed_point.FixedPoint(**dict(fixed_point_config or {})))
   return ENGINES[name]()
 
 

@@ -88,7 +88,8 @@ def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = T
                           stop_requested=distributed.agreed(stop_requested))
   return Experiment(config, tok, train_split, validation_split, test_split, trainer,
                     len(splits.label_names),
-                    quantization.get_engine(config.compression.quant_engine), stop_requested,
+                    quantization.get_engine(config.compression.quant_engine,
+                                            config.compression.fixed_point), stop_requested,
                     splits.label_names)
 
 
@@ -172,7 +173,8 @@ def compress(exp: Experiment, trained: TrainedModel) -> CompressedModel:
   """Prune (masks from the trained weights), then quantize; scores the served int8 model."""
   cfg = exp.config.compression
   masks = pruning.magnitude_masks(trained.params, cfg.weight_sparsity, cfg.prune_scope)
-  model = trained.model.clone(activation_sparsity=cfg.activation_sparsity)
+  model = trained.model.clone(activation_sparsity=cfg.activation_sparsity,
+                              activation_prune_scope=cfg.activation_prune_scope)
   return _quantize_and_score(exp, model, train.apply_masks(trained.params, masks), masks,
                              'validation int8')
 
@@ -230,6 +232,8 @@ def test_record(metrics: dict, prefix: str = '') -> dict:
 
 def compression_record(compressed: CompressedModel) -> dict:
   return {'int8_validation_accuracy': compressed.accuracy,
+          'activation_sparsity': compressed.model.activation_sparsity,
+          'activation_prune_scope': compressed.model.activation_prune_scope,
           'sparsity': pruning.measured_sparsity(compressed.params)['overall'],
           'model_bytes': quantization.tree_bytes(compressed.int8),
           'latency_ms_per_example': compressed.latency_ms_per_example}
@@ -300,7 +304,7 @@ def _run_trial(exp: Experiment, arch: Architecture, workflow: str, checkpoint_di
                report: Optional[Callable[[int, float], None]] = None):
   trained, record, float_test = train_float(exp, arch, checkpoint_dir, report)
   compressed = compress(exp, trained)
-  record.update(compression_record(compressed))
+  record.update(compression_record(compressed), numerics=exp.engine.describe())
   record['eval_seconds'] += compressed.eval_seconds
   if workflow == 'retrain':
     record['int8_validation_accuracy_before_retrain'] = compressed.accuracy
