@@ -65,7 +65,7 @@ def write_report(workdir: str) -> str:
   for name, run in runs.items():
     body += [f'<h2>Study {html.escape(name)}</h2>', *run_sections(run),
              '<h3>Parameter importances</h3>', importances_section(studies[name])]
-  body += comparisons_section(results.get('comparisons', []))
+  body += comparisons_section(results)
   body += other_figures(workdir)
   page = (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>jaxnas report</title>'
           f'<style>{STYLE}</style></head><body>\n' + '\n'.join(body) + '\n</body></html>\n')
@@ -255,20 +255,44 @@ def importances_section(study: optuna.Study | None) -> str:
   return _paragraph(note) + _table(['parameter', 'importance', ''], rows, escape=False)
 
 
-def comparisons_section(comparisons: list) -> list[str]:
-  """The paired tests between the studies' best models (runner.paired_comparisons)."""
+def comparisons_section(results: dict) -> list[str]:
+  """The tests between the studies: across seeds (runner.across_repeats) and between the best
+  models of each repeat (runner.paired_comparisons)."""
+  comparisons, across = results.get('comparisons', []), results.get('across_repeats')
   if not comparisons:
     return []
+  section = ['<h2>Is the difference real?</h2>']
+  if across:
+    rows = [[group, *(f'{a:.3f}' for a in across['test_accuracies'][group]),
+             f'{across["mean_ranks"][group]:.2f}'] for group in across['groups']]
+    section += [
+        '<h3>Across seeds: the searches</h3>',
+        _paragraph(f'{across["test"]} on the best trials\' test accuracies, paired by seed '
+                   f'(rank 1: the best group of a seed): statistic {across["statistic"]:.3g}, '
+                   f'p = {across["p_value"]:.3g}; with {across["seeds"]} seeds the smallest '
+                   f'attainable p is {across["smallest_attainable_p"]:.3g} (when no two '
+                   'groups tie on a seed).'),
+        _table(['group', *(f'repeat {r}' for r in across['repeats']), 'mean rank'], rows)]
+    if across['pairs']:
+      section.append(_table(['a', 'b', 'Nemenyi p', 'differ'], [
+          [c['a'], c['b'], f'{c["p_value"]:.3g}', 'yes' if c['significant'] else 'no']
+          for c in across['pairs']]))
+    section.append(f'<p><b>{html.escape(across["conclusion"])}</b></p>')
   rows = [[f'{c["a"]} (trial {c["a_trial"]})', f'{c["b"]} (trial {c["b_trial"]})', c['repeat'],
            f'{c["a_test_accuracy"]:.3f}', f'{c["b_test_accuracy"]:.3f}', c['only_a'],
-           c['only_b'], f'{c["p_value"]:.3g}', 'yes' if c['significant'] else 'no']
-          for c in comparisons]
-  return ['<h2>Is the difference real? Paired tests of the best models</h2>',
-          _paragraph(f'Exact McNemar tests on the same {comparisons[0]["n_test"]} test reviews: '
-                     '"only a" counts reviews that a classifies right and b wrong. p < 0.05 '
-                     'reads as significant; with several tests, some p < 0.05 can be chance.'),
-          _table(['a', 'b', 'repeat', 'test a', 'test b', 'only a', 'only b', 'p',
-                  'significant'], rows)]
+           c['only_b'], _number(c['p_value'], '.3g') or '-',
+           _number(c['p_holm'], '.3g') or '-', c['verdict']] for c in comparisons]
+  tested = sum(c['p_value'] is not None for c in comparisons)
+  return section + [
+      '<h3>Paired tests of the best models</h3>',
+      _paragraph(f'Exact McNemar tests on the same {comparisons[0]["n_test"]} test reviews: '
+                 '"only a" counts reviews that a classifies right and b wrong. Each compares two '
+                 'trained models, one seed each, not their searches. "differ": Holm-adjusted '
+                 f'p < 0.05 over the {tested} tests; "no evidence of a difference" is not '
+                 'evidence that they are equally accurate. Models that classify every review '
+                 'alike are not tested.'),
+      _table(['a', 'b', 'repeat', 'test a', 'test b', 'only a', 'only b', 'p', 'p (Holm)',
+              'verdict'], rows)]
 
 
 def _fixed_params(study: optuna.Study) -> set[str]:

@@ -130,6 +130,7 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
   if leader:
     if len({planned.group for planned in studies}) > 1:
       results['comparisons'] = paired_comparisons(results['runs'])
+      results['across_repeats'] = across_repeats(results['runs'], spec.workflow)
     write_outputs(spec, results, studies)
   return results
 
@@ -232,7 +233,14 @@ def write_results(path: str, results: dict):
 
 def paired_comparisons(runs: dict) -> list[dict]:
   """Exact McNemar tests between the best models of each pair of groups, per repeat, on the
-  shared test reviews (their per-example correctness, `test_correct`)."""
+  shared test reviews (their per-example correctness, `test_correct`).
+
+  Each test keeps its own `p_value`; `p_holm` is Holm-adjusted over all the tests of the run
+  and `significant` reads it. A test compares two trained models (one seed each), not their
+  searches: `across_repeats` does that. Best models that classify every review alike are not
+  tested: `same model` when they have the same architecture (random and TPE share their
+  start-up trials and seed), else `same predictions`.
+  """
   comparisons = []
   by_repeat = collections.defaultdict(list)
   for name, run_results in runs.items():
@@ -247,8 +255,57 @@ def paired_comparisons(runs: dict) -> list[dict]:
           'a': name_a, 'b': name_b, 'repeat': repeat, 'a_trial': best_a['number'],
           'b_trial': best_b['number'], 'a_test_accuracy': best_a['test_accuracy'],
           'b_test_accuracy': best_b['test_accuracy'], 'n_test': best_a['n_test'], **test,
-          'significant': test['p_value'] < SIGNIFICANCE})
+          'p_holm': None, 'significant': False,
+          'verdict': ('same model' if best_a['architecture'] == best_b['architecture']
+                      else 'same predictions')})
+  tested = [c for c in comparisons if c['p_value'] is not None]
+  for c, p_holm in zip(tested, stats.holm([c['p_value'] for c in tested])):
+    c['p_holm'], c['significant'] = p_holm, p_holm < SIGNIFICANCE
+    c['verdict'] = 'differ' if c['significant'] else 'no evidence of a difference'
   return comparisons
+
+
+def across_repeats(runs: dict, workflow: str) -> dict | None:
+  """Whether the groups' searches differ: `stats.across_seeds` on their best models' test
+  accuracies, paired by seed, over the repeats where every group has a best model (None with
+  fewer than two), and what it means in words (`conclusion`)."""
+  accuracies = collections.defaultdict(dict)
+  for run_results in runs.values():
+    if run_results['best'] is not None:
+      accuracies[run_results['group']][run_results['repeat']] = (
+          run_results['best']['test_accuracy'])
+  repeats = sorted(set.intersection(*(set(a) for a in accuracies.values()))) if len(
+      accuracies) > 1 else []
+  if len(repeats) < 2:
+    return None
+  result = {'repeats': repeats, 'test_accuracies': {
+      group: [by_repeat[r] for r in repeats] for group, by_repeat in accuracies.items()}}
+  result.update(stats.across_seeds(result['test_accuracies'], SIGNIFICANCE))
+  return {**result, 'conclusion': across_repeats_conclusion(result, workflow)}
+
+
+def across_repeats_conclusion(result: dict, workflow: str) -> str:
+  """The across-seed test's result and its power in words: a test that cannot reach the
+  level says so, and gives the command with enough repeats, rather than "no difference"."""
+  n, k, p = result['seeds'], len(result['groups']), result['p_value']
+  rerun = f'python launch.py --workflow={workflow} --repeats='
+  if result['smallest_attainable_p'] >= SIGNIFICANCE:
+    return (f'Cannot tell: with {n} seeds of {k} groups no outcome of the test can give '
+            f'p < {SIGNIFICANCE} (the smallest attainable p is '
+            f'{result["smallest_attainable_p"]:.3g}), so p = {p:.3g} is no evidence either '
+            f'way. {rerun}{result["seeds_needed"]} (other flags as before) is the fewest '
+            'repeats that can, and then only if every seed ranks the groups alike; more '
+            'repeats can detect less consistent differences.')
+  if result['significant']:
+    pairs = [f'{c["a"]} vs {c["b"]} (p = {c["p_value"]:.3g})' for c in result['pairs']
+             if c['significant']]
+    return (f'The groups differ across {n} seeds (p = {p:.3g}).' + (
+        f' Pairs that differ: {", ".join(pairs)}.' if pairs else
+        ' No single pair differs in the post-hoc test.' if result['pairs'] else ''))
+  return (f'No evidence of a difference across {n} seeds (p = {p:.3g}): absence of evidence, '
+          'not evidence that the groups are equal. With more repeats '
+          f'({rerun}{2 * n}, other flags as before) smaller or less consistent differences '
+          'can show.')
 
 
 def compress_best(exp: workflows.Experiment, best: dict, previous: dict | None) -> dict:

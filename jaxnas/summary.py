@@ -43,7 +43,8 @@ def summary_markdown(results: dict) -> str:
           f'{stats.interval_text(post, "retrained_int8_test")} | '
           f'{stats.interval_text(post, "float_test")} | same | '
           f'{post["retrained_sparsity"]:.3f} | {post["retrained_model_bytes"]:,} | |')
-  lines += _repeats_table(runs) + _comparisons_table(results.get('comparisons', []))
+  lines += (_repeats_table(runs) + _across_repeats_section(results.get('across_repeats'))
+            + _comparisons_table(results.get('comparisons', [])))
   return '\n'.join(lines)
 
 
@@ -63,22 +64,49 @@ def _repeats_table(runs: dict) -> list[str]:
   return lines
 
 
+def _across_repeats_section(result: dict | None) -> list[str]:
+  """The test across seeds (runner.across_repeats): accuracies per seed, ranks, p, power."""
+  if not result:
+    return []
+  lines = ['', f'Do the groups differ across seeds? {result["test"]} on the best trials\' test '
+           'accuracies, paired by seed (rank 1: the best group of a seed). With '
+           f'{result["seeds"]} seeds the smallest attainable p is '
+           f'{result["smallest_attainable_p"]:.3g} (when no two groups tie on a seed).', '',
+           '| group | ' + ' | '.join(f'repeat {r}' for r in result['repeats']) + ' | mean rank |',
+           '|---|' + '---|' * (len(result['repeats']) + 1)]
+  for group in result['groups']:
+    lines.append(f'| {group} | ' + ' | '.join(f'{a:.3f}' for a in result['test_accuracies'][group])
+                 + f' | {result["mean_ranks"][group]:.2f} |')
+  lines += ['', f'Statistic {result["statistic"]:.3g}, p = {result["p_value"]:.3g}.']
+  if result['pairs']:
+    lines += ['', '| a | b | Nemenyi p | differ |', '|---|---|---|---|']
+    lines += [f'| {c["a"]} | {c["b"]} | {c["p_value"]:.3g} | '
+              f'{"yes" if c["significant"] else "no"} |' for c in result['pairs']]
+  return lines + ['', f'**{result["conclusion"]}**']
+
+
 def _comparisons_table(comparisons: list) -> list[str]:
   if not comparisons:
     return []
   n = comparisons[0]['n_test']
+  tested = sum(c['p_value'] is not None for c in comparisons)
   lines = ['', f'Paired tests between the best models (exact McNemar on the same {n} test '
-           'reviews; "only a" counts reviews that a classifies right and b wrong). p < 0.05 '
-           'reads as a significant difference; with several tests, some p < 0.05 can be '
-           'chance.', '',
-           '| a | b | repeat | test a | test b | only a | only b | p | significant |',
-           '|---|---|---|---|---|---|---|---|---|']
+           'reviews; "only a" counts reviews that a classifies right and b wrong). Each compares '
+           'two trained models, one seed each, not their searches. "differ": Holm-adjusted p '
+           f'< 0.05 over the {tested} tests; "no evidence of a difference" is not evidence that '
+           'they are equally accurate. Models that classify every review alike are not tested.',
+           '', '| a | b | repeat | test a | test b | only a | only b | p | p (Holm) | verdict |',
+           '|---|---|---|---|---|---|---|---|---|---|']
   for c in comparisons:
     lines.append(f'| {c["a"]} (trial {c["a_trial"]}) | {c["b"]} (trial {c["b_trial"]}) | '
                  f'{c["repeat"]} | {c["a_test_accuracy"]:.3f} | {c["b_test_accuracy"]:.3f} | '
-                 f'{c["only_a"]} | {c["only_b"]} | {c["p_value"]:.3g} | '
-                 f'{"yes" if c["significant"] else "no"} |')
+                 f'{c["only_a"]} | {c["only_b"]} | {_p(c["p_value"])} | {_p(c["p_holm"])} | '
+                 f'{c["verdict"]} |')
   return lines
+
+
+def _p(p_value: float | None) -> str:
+  return '-' if p_value is None else f'{p_value:.3g}'
 
 
 def _shape(arch: dict) -> str:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import scipy.stats
 
 from jaxnas import runner
 from jaxnas.errors import UserError
@@ -155,10 +156,16 @@ def test_samplers_search_one_space_and_repeat(tmp_path, test_config):
     assert not any(name.startswith('layer_') for t in run['trials'] for name in t['params'])
   comparisons = results['comparisons']
   assert len(comparisons) == 6  # 3 pairs of samplers x 2 repeats.
-  assert all(0 < c['p_value'] <= 1 and c['n_test'] == 100 for c in comparisons)
+  for c in comparisons:  # The p-value of the counts; none for models that never disagree.
+    discordant = c['only_a'] + c['only_b']
+    assert c['n_test'] == 100 and (c['p_value'] is None) == (discordant == 0)
+    if discordant:
+      assert c['p_value'] == pytest.approx(scipy.stats.binomtest(c['only_a'], discordant).pvalue)
+  across = results['across_repeats']
+  assert across['repeats'] == [0, 1] and across['conclusion'].startswith('Cannot tell')
   assert (tmp_path / 'samplers_best_so_far.png').stat().st_size > 0
   summary = (tmp_path / 'summary.md').read_text()
-  assert 'Over repeats' in summary and 'exact McNemar' in summary
+  assert 'Over repeats' in summary and 'exact McNemar' in summary and '**Cannot tell' in summary
   saved = json.loads((tmp_path / 'results.json').read_text())
   assert saved['runs']['tpe-r1']['study_name'] == 'test-tpe-r1'
 

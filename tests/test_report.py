@@ -14,7 +14,7 @@ import numpy as np
 import optuna
 import pytest
 
-from jaxnas import plots, report, stats
+from jaxnas import plots, report, runner, stats
 from jaxnas.errors import UserError
 
 SIZES = {'num_layers': (2, 4), 'num_heads': (2, 4, 8, 16), 'hidden_size': (128, 192),
@@ -158,11 +158,11 @@ def test_composite_report_with_few_trials_and_a_moved_workdir(tmp_path):
   moved = tmp_path / 'moved'
   moved.mkdir()
   shutil.move(tmp_path / 'study.db', moved / 'study.db')
-  comparison = {'a': 'baseline', 'b': 'retrain', 'repeat': 0, 'a_trial': 0, 'b_trial': 2,
-                'a_test_accuracy': 0.8, 'b_test_accuracy': 0.83, 'n_test': 500, 'only_a': 10,
-                'only_b': 25, 'p_value': 0.0167, 'significant': True}
+  # 10 test reviews only the baseline classifies right, 25 only retrain: p = 0.0167.
+  for name, only in (('baseline', [1] * 10 + [0] * 25), ('retrain', [0] * 10 + [1] * 25)):
+    runs[name]['best']['test_correct'] = stats.pack_correct([1] * 400 + only + [0] * 65)
   _write(moved, {'workflow': 'compare', 'storage': storage, 'runs': runs,
-                 'comparisons': [comparison]})
+                 'comparisons': runner.paired_comparisons(runs)})
   plots.plot_best_so_far(runs, str(moved / 'nas_comparison_curve.png'), 't')
   plots.plot_pareto([dict(accuracy=0.5, model_bytes=100)], str(moved / 'extra.png'))
   page = open(report.write_report(str(moved))).read()
@@ -175,7 +175,7 @@ def test_composite_report_with_few_trials_and_a_moved_workdir(tmp_path):
   assert '<td>0.623</td><td>0.581</td>' in post  # int8 validation after and before QAT.
   assert page.count('1 fail, 1 pruned, 1 running') == 2
   (tested,) = _rows(page, 'baseline (trial 0)')
-  assert '<td>0.0167</td><td>yes</td>' in tested
+  assert '<td>10</td><td>25</td><td>0.0167</td><td>0.0167</td><td>differ</td>' in tested
 
 
 def test_multi_objective_report_lists_the_pareto_front(tmp_path):
