@@ -78,6 +78,11 @@ def get_config():
   config.compression.retrain_epochs = 0.25  # A fraction of an epoch runs its first steps.
   config.compression.retrain_learning_rate = 3e-4
 
+  # --workflow=sensitivity: each trained architecture scored under each of these compression
+  # settings, served without retraining (jaxnas/sensitivity.py says how to name one).
+  config.sensitivity = ml_collections.ConfigDict()
+  config.sensitivity.settings = ('float', 'int8', 'int8+w50', 'Q4.4', 'Q4.4+w50+a50')
+
   config.search = ml_collections.ConfigDict()
   config.search.n_trials = 4
   config.search.sampler = 'tpe'  # grid | random | tpe | nsga2
@@ -97,4 +102,14 @@ def get_config():
   config.search.space.num_layers = (2,)
   config.search.space.hidden_size = (128,)
   config.search.space.intermediate_size = (512, 768)
+
+  # --workflow=oneshot (jaxnas/oneshot.py; configs/oneshot.py sizes it for a larger space).
+  config.oneshot = ml_collections.ConfigDict()
+  config.oneshot.epochs = 1.0  # Supernet training, in epochs of sandwich steps.
+  config.oneshot.num_random = 2  # Random sub-networks per step, beside largest and smallest.
+  config.oneshot.train_shapes = 8  # Size shapes the random ones draw from (a program each).
+  config.oneshot.top_k = 3  # Best sub-networks on validation that are finalized.
+  config.oneshot.finalize = 'finetune'  # 'finetune' (QAT, inherited weights) | 'scratch'
+  config.oneshot.finetune_epochs = 0.1
+  config.oneshot.ranking_archs = 12  # Trained standalone (retrain) for Kendall's tau; 0 = none.
   return config

@@ -3,7 +3,7 @@ instead of a traceback (or a silently odd run) minutes later."""
 
 import math
 
-from jaxnas import fixed_point, quantization
+from jaxnas import fixed_point, quantization, sensitivity
 from jaxnas.errors import UserError
 from jaxnas.models import ACTIVATION_PRUNE_SCOPES
 
@@ -65,3 +65,5 @@ def validate_config(config):
     fixed_point.FixedPoint(**config.compression.fixed_point)
   except UserError as e:
     raise UserError(f'config.compression.fixed_point: {e}') from None
+  for setting in config.sensitivity.settings:
+    sensitivity.parse_setting(setting)

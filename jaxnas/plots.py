@@ -150,3 +150,52 @@ def plot_pareto(points, path: str, title: str = 'Accuracy vs int8 model size',
     ax.axvline(max_model_bytes / 1e6, color='gray', linestyle='--', label='size limit')
   _save(fig, ax, path, 'int8 model size (MB)', 'validation accuracy (the objective)', title)
   return front
+
+
+def plot_sensitivity(sensitivity: dict, path: str):
+  """Validation accuracy of each architecture (a line) under each compression setting (the x
+  axis, in config order), served without retraining; a band marks the 95% interval of the
+  first setting's mean, and the majority class is the floor."""
+  settings, n = sensitivity['settings'], sensitivity['n_validation']
+  fig, ax = plt.subplots(figsize=(max(8, 0.75 * len(settings) + 4), 5))
+  x = np.arange(len(settings))
+  cmap = plt.get_cmap('viridis')
+  depths = sorted({e['architecture']['num_layers'] for e in sensitivity['trials'].values()})
+  for key, entry in sensitivity['trials'].items():
+    arch = entry['architecture']
+    y = [entry['accuracy'].get(s, np.nan) for s in settings]
+    color = cmap(depths.index(arch['num_layers']) / max(1, len(depths) - 1))
+    ax.plot(x, y, marker='o', markersize=4, color=color, alpha=0.8,
+            label=(f'trial {key}: {arch["num_layers"]}L/{arch["num_heads"]}H/'
+                   f'{arch["hidden_size"]}/{arch["intermediate_size"]}, '
+                   f'{len(arch["identity"])} identity'))
+  ax.axhline(sensitivity['majority_class_accuracy'], color='gray', linestyle=':',
+             label='majority class')
+  low, high = stats.wilson_interval(round(0.75 * n), n)
+  ax.errorbar([-0.35], [0.75], yerr=[[0.75 - low], [high - 0.75]], fmt='none', ecolor='black',
+              capsize=3, label=f'95% interval at 0.75 (n={n})')
+  ax.set_xticks(x, settings, rotation=30, ha='right')
+  _save(fig, ax, path, 'compression setting (served, no retraining)',
+        f'validation accuracy (n={n})', 'Which architectures survive which compression')
+
+
+def plot_ranking(ranking: dict, path: str):
+  """One-shot estimate (served int8, inherited weights) vs the same architecture trained
+  standalone by `retrain`, both on validation with 95% Wilson intervals, and Kendall's tau."""
+  rows, n = ranking['architectures'], ranking['n_validation']
+  x = np.array([r['one_shot_validation_accuracy'] for r in rows])
+  y = np.array([r['standalone_validation_accuracy'] for r in rows])
+  bars = lambda v: np.abs(np.array([stats.wilson_interval(round(a * n), n) for a in v]).T - v)
+  fig, ax = plt.subplots(figsize=(7, 5))
+  ax.errorbar(x, y, xerr=bars(x), yerr=bars(y), fmt='o', color='tab:blue', ecolor='gray',
+              alpha=0.8, capsize=2, label=f'architecture (95% intervals, n={n})')
+  for r, xi, yi in zip(rows, x, y):
+    a = r['architecture']
+    ax.annotate(f'{a["num_layers"]}/{a["num_heads"]}/{a["hidden_size"]}/'
+                f'{a["intermediate_size"]},{len(a["identity"])}', (xi, yi),
+                textcoords='offset points', xytext=(3, 3), fontsize=6)
+  low, high = ranking['tau_interval']
+  _save(fig, ax, path, 'one-shot estimate: served int8, inherited weights (validation)',
+        'standalone retrain: served int8 (validation)',
+        f'Kendall tau {ranking["tau"]:.2f} [{low:.2f}, {high:.2f}] over {len(rows)} '
+        'architectures')

@@ -8,15 +8,16 @@ import os
 import signal
 import threading
 
-from jaxnas import (checkpoints, config_checks, distributed, objectives, plots, report, search,
-                    search_space, stats, summary, train, workflows)
+from jaxnas import (checkpoints, config_checks, distributed, objectives, oneshot, plots, report,
+                    search, search_space, sensitivity, stats, summary, train, workflows)
 from jaxnas.errors import UserError
 from jaxnas.models import BertClassifier
 
 # One baseline study per sampler; one study per workflow (baseline, compress, retrain).
 COMPOSITE = ('samplers', 'compare')
 LAB_SAMPLERS = ('grid', 'random', 'tpe')  # Task 1 of the lab.
-ALL_WORKFLOWS = workflows.WORKFLOWS + COMPOSITE + ('evaluate', 'engines', 'report')
+ALL_WORKFLOWS = workflows.WORKFLOWS + COMPOSITE + ('sensitivity', 'oneshot', 'evaluate',
+                                                   'engines', 'report')
 CONFIG_FILE = 'config.json'
 SIGNIFICANCE = 0.05  # Level of the paired tests between studies' best models.
 
@@ -81,6 +82,8 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
   leader = distributed.is_leader()  # Process 0 alone reads and writes results and the study.
   if leader:
     check_workdir_config(spec.workdir, config)
+  if spec.workflow == 'oneshot':  # One weight-sharing supernet instead of a trial each.
+    return oneshot.run(spec, config, stop_requested)
   storage = spec.storage or search.default_storage(spec.workdir)
   studies = planned_studies(spec)
   results_path = os.path.join(spec.workdir, 'results.json')
@@ -117,6 +120,13 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
       print('the study is complete; the worker that finished its last trial writes the final '
             'results and figures (in its own --workdir)')
     return results
+  if spec.workflow == 'sensitivity':  # Evaluations only: the leader alone scores.
+    if leader:
+      run_results = results['runs'][studies[0].name]
+      results['sensitivity'] = sensitivity.score_trials(
+          exp, [t for t in run_results['trials'] if t['state'] == 'COMPLETE'], spec.workdir)
+      write_outputs(spec, results, studies)
+    return results
   for planned in studies:
     if planned.workflow != 'baseline' or spec.workflow == 'samplers':
       continue
@@ -142,6 +152,8 @@ def write_outputs(spec: RunSpec, results: dict, studies: list):
   write_results(results_path, results)
   figures = draw_figures(spec, results)
   table = summary.summary_markdown(results)
+  if 'sensitivity' in results:
+    table += '\n'.join(sensitivity.summary_lines(results['sensitivity']))
   summary_path = os.path.join(spec.workdir, 'summary.md')
   with open(summary_path, 'w') as f:
     f.write(table + '\n')
@@ -183,6 +195,8 @@ def planned_studies(spec: RunSpec) -> list[PlannedStudy]:
     groups = {sampler: ('baseline', sampler) for sampler in LAB_SAMPLERS}
   elif spec.workflow == 'compare':
     groups = {workflow: (workflow, spec.sampler) for workflow in workflows.WORKFLOWS}
+  elif spec.workflow == 'sensitivity':
+    groups = {'baseline': ('baseline', spec.sampler)}
   else:
     groups = {spec.workflow: (spec.workflow, spec.sampler)}
   studies = []
@@ -227,7 +241,7 @@ def write_results(path: str, results: dict):
   """Several studies keep one entry each under 'runs'; a single study is flat."""
   if len(results['runs']) == 1 and results['workflow'] not in COMPOSITE:
     (only,) = results['runs'].values()
-    results = {**only, 'workflow': results['workflow'], 'storage': results['storage']}
+    results = {**only, **{k: v for k, v in results.items() if k != 'runs'}}
   search.write_json(path, results)
 
 
@@ -324,15 +338,18 @@ def compress_best(exp: workflows.Experiment, best: dict, previous: dict | None) 
 
 
 def figure_name(spec: RunSpec) -> str:
-  return {'samplers': 'samplers_best_so_far.png',
-          'compare': 'nas_comparison_curve.png'}.get(spec.workflow, 'best_so_far.png')
+  return {'samplers': 'samplers_best_so_far.png', 'compare': 'nas_comparison_curve.png',
+          'sensitivity': 'sensitivity.png'}.get(spec.workflow, 'best_so_far.png')
 
 
 def draw_figures(spec: RunSpec, results: dict) -> list[str]:
   """Writes the run's figures; returns their paths."""
   titles = {'samplers': 'Samplers (Task 1): baseline NAS', 'compare': 'NAS workflows (Task 2)'}
   paths = [os.path.join(spec.workdir, figure_name(spec))]
-  plots.plot_best_so_far(results['runs'], paths[0],
+  if 'sensitivity' in results:
+    plots.plot_sensitivity(results['sensitivity'], paths[0])
+    paths.append(os.path.join(spec.workdir, 'best_so_far.png'))
+  plots.plot_best_so_far(results['runs'], paths[-1],
                          titles.get(spec.workflow, f'{spec.workflow} / {spec.sampler}'))
   for run_name, run in results['runs'].items():
     if 'pareto_front' in run:

@@ -165,7 +165,7 @@ class CompressedModel:
   masks: dict
   int8: dict  # The stored int8 form (quantization engine's `convert`).
   accuracy: float  # Of the served int8 model, on the validation split.
-  latency_ms_per_example: float  # Of the served int8 model on this device, while scored.
+  latency: dict  # Of the served int8 model on this device, while scored (Trainer.latency).
   eval_seconds: float  # The scoring evaluation's wall time, its compilation included.
 
 
@@ -210,7 +210,7 @@ def _quantize_and_score(exp, model, params, masks, description) -> CompressedMod
   int8 = exp.engine.convert(model, params)
   metrics = score_served_int8(exp, model, int8, exp.validation_split, description)
   return CompressedModel(model, params, masks, int8, metrics['accuracy'],
-                         metrics['ms_per_example'], metrics['seconds'])
+                         metrics['latency'], metrics['seconds'])
 
 
 def score_served_int8(exp: Experiment, model: BertClassifier, int8: dict, split=None,
@@ -236,7 +236,8 @@ def compression_record(compressed: CompressedModel) -> dict:
           'activation_prune_scope': compressed.model.activation_prune_scope,
           'sparsity': pruning.measured_sparsity(compressed.params)['overall'],
           'model_bytes': quantization.tree_bytes(compressed.int8),
-          'latency_ms_per_example': compressed.latency_ms_per_example}
+          # latency_ms_per_example (the median), its _iqr, latency_batches, latency_batch_size.
+          **{f'latency_{key}': value for key, value in compressed.latency.items()}}
 
 
 def use_compilation_cache(cache_dir: str):
