@@ -36,4 +36,7 @@ def get_config():
   config.train.checkpoint_every_steps = 4
   config.search.n_trials = 3
   config.search.space.num_layers = (2, 4)
+  config.oneshot.train_shapes = 2
+  config.oneshot.top_k = 2
+  config.oneshot.ranking_archs = 3
   return config

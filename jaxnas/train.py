@@ -223,12 +223,15 @@ class Trainer:
     return max(1, round(self.steps_per_epoch(split) * num_epochs))
 
   def fit(self, state: TrainState, split, num_epochs: float, description: str = 'train',
-          checkpoints=None, after_step: Optional[Callable[[TrainState], None]] = None):
+          checkpoints=None, after_step: Optional[Callable[[TrainState], None]] = None,
+          step_fn: Optional[Callable[[TrainState, dict], tuple[TrainState, dict]]] = None):
     """Trains `state` to the end of `num_epochs`, resuming from `checkpoints` if they hold any.
 
     With `checkpoints` (a `checkpoints.TrainingCheckpoints`), the state is saved periodically,
     at the end, and before raising KeyboardInterrupt when `stop_requested()` turns true.
-    `after_step(state)` runs after every step (and may raise to stop training).
+    `after_step(state)` runs after every step (and may raise to stop training). `step_fn`
+    replaces `train_step` (e.g. a supernet's step of several programs); it returns the new
+    state and metrics with the step's `loss`.
     Returns the final state, the mean loss of each epoch (or last part of one) finished here,
     and the step it started from (0 unless resumed).
     """
@@ -248,7 +251,7 @@ class Trainer:
             plan = input_pipeline.epoch_plan(split, self.batch_size, self.buckets, self.seed,
                                              epoch)
           batch = input_pipeline.make_batch(split, plan[index], self.batch_size, self.buckets)
-          state, metrics = self._train_step(state, self.put_batch(batch))
+          state, metrics = (step_fn or self._train_step)(state, self.put_batch(batch))
           losses.append(metrics['loss'])
           bar.update(1)
           self.on_step()

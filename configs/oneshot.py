@@ -1,0 +1,20 @@
+"""One-shot search (`--workflow=oneshot`) over a space larger than the default's corner.
+
+  python launch.py --workflow=oneshot --config=configs/oneshot.py --workdir=runs/oneshot
+
+The default's data, tokenizer, training and compression settings (so its test reviews and its
+`retrain` job are the reference), searching layers {2,4}, heads {2,4,8}, hidden {128,192,256},
+intermediate {512,768,1024} and every Linear/Identity choice (README: One-shot search).
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.search.space.num_layers = (2, 4)
+  config.search.space.num_heads = (2, 4, 8)
+  config.search.space.hidden_size = (128, 192, 256)
+  config.search.space.intermediate_size = (512, 768, 1024)
+  config.search.n_trials = 100
+  return config
