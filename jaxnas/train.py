@@ -7,6 +7,8 @@ pruning masks are replicated. One jitted program per bucket length.
 
 import copy
 import functools
+import itertools
+import math
 import time
 from typing import Any, Callable, Optional
 
@@ -18,10 +20,15 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxnas import input_pipeline, progress
+from jaxnas import distributed, input_pipeline, progress
 from jaxnas.errors import UserError
 
 DATA_AXIS = 'data'
+# Timed batches behind a latency, at least, and the seconds they span: one batch's time on a
+# shared CPU varied 4x between two runs of the same trial, so `ms_per_example` is the median of
+# many, over long enough to average over other processes' time slices (with their spread).
+LATENCY_BATCHES = 32
+LATENCY_SECONDS = 0.5
 
 
 class TrainState(train_state.TrainState):
@@ -286,18 +293,16 @@ class Trainer:
     `correct` (whether each example, in split order, was classified right) and the `seconds`
     it took (compilation included).
 
-    With `time_batches`, each batch is waited for and timed, and `ms_per_example` is the
-    median time of a batch over its size: the model's latency on this device, measured on
-    the evaluation itself. The first batch is left out when there are others, because it
-    may include compilation. `int8_dots`: `apply_fn` runs XLA's int8 dots (see
-    `NO_YNN_FUSIONS`).
+    With `time_batches`, each batch is waited for and timed, and `latency` adds the model's
+    latency on this device, measured on the evaluation itself (`Trainer.latency`).
+    `int8_dots`: `apply_fn` runs XLA's int8 dots (see `NO_YNN_FUSIONS`).
     """
     begin = time.perf_counter()
     eval_fn = self.eval_fn(apply_fn, int8_dots)
     variables = jax.device_put(variables, self.replicated)
     plan = input_pipeline.epoch_plan(split, self.eval_batch_size, self.buckets, self.seed, 0,
                                      shuffle=False)
-    outputs, seconds = [], []
+    outputs, timed = [], []
     for indices in progress.bar(plan, desc=description, unit='batch', leave=False,
                         disable=not self.show_progress):
       batch = self.put_batch(
@@ -306,7 +311,8 @@ class Trainer:
       outputs.append(eval_fn(variables, batch))
       if time_batches:
         jax.block_until_ready(outputs[-1])
-        seconds.append(time.perf_counter() - start)
+        timed.append((batch['input_ids'].shape, time.perf_counter() - start))
+    latency = self.latency(eval_fn, variables, split, plan, timed) if time_batches else None
     predictions = np.zeros(len(split), np.int32)
     loss_sum = 0.0
     for indices, output in zip(plan, jax.device_get(outputs)):
@@ -316,6 +322,36 @@ class Trainer:
     metrics = {'accuracy': float(np.mean(correct)), 'loss': loss_sum / len(split),
                'correct': correct, 'seconds': time.perf_counter() - begin}
     if time_batches:
-      metrics['ms_per_example'] = (1000 * float(np.median(seconds[1:] or seconds))
-                                   / self.eval_batch_size)
+      metrics['latency'] = latency
     return metrics
+
+  def latency(self, eval_fn, variables, split, plan, timed) -> dict:
+    """`ms_per_example`, the median time of a batch over its size, from the evaluation's
+    `timed` batches ((shape, seconds) in plan order), with `ms_per_example_iqr` (the 25th
+    and 75th percentiles), `batches` (how many were timed) and `batch_size`.
+
+    The first batch of each shape is left out: it may include compilation. Batches are run
+    again, in plan order, until `LATENCY_BATCHES` are timed, then as many more as span
+    `LATENCY_SECONDS` at the pace process 0 measured (every process runs the same programs).
+    """
+    seen, seconds = set(), []
+    for shape, elapsed in timed:
+      if shape in seen:
+        seconds.append(elapsed)
+      seen.add(shape)
+    again = itertools.cycle(plan)
+
+    def time_more(count: int):
+      for indices in itertools.islice(again, max(0, count)):
+        batch = self.put_batch(
+            input_pipeline.make_batch(split, indices, self.eval_batch_size, self.buckets))
+        start = time.perf_counter()
+        jax.block_until_ready(eval_fn(variables, batch))
+        seconds.append(time.perf_counter() - start)
+
+    time_more(LATENCY_BATCHES - len(seconds))
+    time_more(distributed.broadcast_json(
+        math.ceil((LATENCY_SECONDS - sum(seconds)) / float(np.median(seconds)))))
+    low, median, high = 1000 * np.percentile(seconds, (25, 50, 75)) / self.eval_batch_size
+    return {'ms_per_example': float(median), 'ms_per_example_iqr': [float(low), float(high)],
+            'batches': len(seconds), 'batch_size': self.eval_batch_size}

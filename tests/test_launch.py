@@ -98,6 +98,9 @@ def test_baseline_search_records_trials_and_resumes_to_the_total(tmp_path, test_
                 'model_bytes', 'float_model_bytes', 'latency_ms_per_example'):
       assert t[key] is not None
     assert 0 < t['compile_seconds'] < t['trial_seconds']
+    low, high = t['latency_ms_per_example_iqr']  # 60 validation reviews: 2 batches of 50.
+    assert low <= t['latency_ms_per_example'] <= high and t['latency_batch_size'] == 50
+    assert t['latency_batches'] >= 32
     assert t['value'] == t['float_validation_accuracy']
     assert t['test_accuracy'] == t['float_test_accuracy']
     assert t['model_bytes'] < t['float_model_bytes'] / 3
