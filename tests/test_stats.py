@@ -100,6 +100,11 @@ def test_across_seeds_needs_every_seed_to_agree_at_three_seeds_and_cannot_reach_
   assert two['p_value'] == pytest.approx(1 / 6) and not two['significant']
   assert two['smallest_attainable_p'] == pytest.approx(1 / 6) and two['seeds_needed'] == 3
   assert not any(c['significant'] for c in two['pairs'])
+  # At level 0.15 Nemenyi's p for grid vs tpe (0.11) passes, Friedman's (1/6) does not: no pair
+  # is flagged without the omnibus test.
+  loose = stats.across_seeds({name: values[:2] for name, values in agree.items()}, 0.15)
+  assert min(c['p_value'] for c in loose['pairs']) < 0.15
+  assert not loose['significant'] and not any(c['significant'] for c in loose['pairs'])
   tied = stats.across_seeds({name: [0.8, 0.8] for name in agree}, 0.05)
   assert tied['p_value'] == 1.0 and tied['statistic'] == 0.0
 
@@ -114,6 +119,11 @@ def test_across_seeds_of_two_groups_is_the_exact_wilcoxon_signed_rank_test():
   five = stats.across_seeds({'a': better[:5], 'b': worse[:5]}, 0.05)
   assert five['p_value'] == pytest.approx(2 / 2 ** 5) and not five['significant']
   assert five['smallest_attainable_p'] == pytest.approx(1 / 16)
+  # One small reversal in 8 seeds: signed ranks give 2 * P(W <= 1) = 2 * 2 / 256, where a sign
+  # test (7 of 8) would give 2 * 9 / 256 = 0.07.
+  differences = np.array([-0.001, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07])
+  reversal = stats.across_seeds({'a': 0.8 + differences, 'b': np.full(8, 0.8)}, 0.05)
+  assert reversal['p_value'] == pytest.approx(4 / 256) and reversal['significant']
 
 
 def test_power_bound_and_nemenyi_against_demsar_tables():
