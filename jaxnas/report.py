@@ -281,7 +281,8 @@ def comparisons_section(results: dict) -> list[str]:
   rows = [[f'{c["a"]} (trial {c["a_trial"]})', f'{c["b"]} (trial {c["b_trial"]})', c['repeat'],
            f'{c["a_test_accuracy"]:.3f}', f'{c["b_test_accuracy"]:.3f}', c['only_a'],
            c['only_b'], _number(c['p_value'], '.3g') or '-',
-           _number(c['p_holm'], '.3g') or '-', c['verdict']] for c in comparisons]
+           # A results.json from before Holm's correction has neither: its cells stay empty.
+           _number(c.get('p_holm'), '.3g') or '-', c.get('verdict', '')] for c in comparisons]
   tested = sum(c['p_value'] is not None for c in comparisons)
   return section + [
       '<h3>Paired tests of the best models</h3>',

@@ -141,3 +141,11 @@ def test_summary_and_report_state_the_tests():
   assert '<b>Cannot tell: with 2 seeds of 3 groups' in page
   assert (f'<tr><td>grid</td><td>{grid.mean():.3f}</td><td>{grid.mean():.3f}</td><td>1.00</td>'
           '</tr>') in page
+
+
+def test_report_reads_comparisons_from_before_holm():
+  old = {'a': 'baseline', 'b': 'retrain', 'repeat': 0, 'a_trial': 0, 'b_trial': 2,
+         'a_test_accuracy': 0.8, 'b_test_accuracy': 0.83, 'n_test': 500, 'only_a': 10,
+         'only_b': 25, 'p_value': 0.0167, 'significant': True}
+  page = '\n'.join(report.comparisons_section({'comparisons': [old]}))
+  assert '<td>0.0167</td><td>-</td><td></td></tr>' in page
