@@ -319,6 +319,13 @@ class FixedPointEngine(_Engine):
 ENGINES = {'aqt': AqtInt8, 'qwix': QwixInt8, 'fixed': FixedPointEngine}
 
 
+def engine_of(numerics: dict):
+  """The engine that made a stored model, from its `describe()` record."""
+  fields = {f: numerics[f] for f in ('width', 'frac_width', 'inputs', 'weights', 'biases')
+            if f in numerics}
+  return get_engine(numerics['engine'], fields)
+
+
 def get_engine(name: str, fixed_point_config=None):
   """The engine called `name`; 'fixed' takes its numerics from `fixed_point_config` (the
   config's `compression.fixed_point`: width, frac_width, inputs, weights, biases)."""

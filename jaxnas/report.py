@@ -18,7 +18,7 @@ import warnings
 
 import optuna
 
-from jaxnas import plots, stats
+from jaxnas import plots, stats, summary
 from jaxnas.errors import UserError
 
 REPORT_FILE = 'report.html'
@@ -53,7 +53,7 @@ def write_report(workdir: str) -> str:
   body = [f'<h1>jaxnas search report: {html.escape(results.get("workflow", "?"))}</h1>',
           _paragraph(f'workdir {os.path.abspath(workdir)}; storage {storage or "unavailable"}; '
                      f'written {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.'
-                     + _classes(runs)),
+                     + _classes(runs) + _compression(runs)),
           '<h2>Studies</h2>', studies_table(runs, studies)]
   if any(run.get('best_so_far') for run in runs.values()):
     body += ['<h2>Validation accuracy per trial and best so far</h2>',
@@ -81,6 +81,12 @@ def _classes(runs: dict) -> str:
   if not names:
     return ''
   return ' Classes: ' + ', '.join(f'{name} ({i})' for i, name in enumerate(names)) + '.'
+
+
+def _compression(runs: dict) -> str:
+  """' Compression: Q4.4 fixed point ...' (summary.compression_text), if recorded."""
+  compression = next(iter(runs.values()), {}).get('compression')
+  return f' Compression: {summary.compression_text(compression)}.' if compression else ''
 
 
 def load_results(workdir: str) -> dict:
@@ -281,7 +287,7 @@ def comparisons_section(results: dict) -> list[str]:
   rows = [[f'{c["a"]} (trial {c["a_trial"]})', f'{c["b"]} (trial {c["b_trial"]})', c['repeat'],
            f'{c["a_test_accuracy"]:.3f}', f'{c["b_test_accuracy"]:.3f}', c['only_a'],
            c['only_b'], _number(c['p_value'], '.3g') or '-',
-           # A results.json from before Holm's correction has neither: its cells stay empty.
+           # A results.json from before Holm's correction has neither: '-' and an empty verdict.
            _number(c.get('p_holm'), '.3g') or '-', c.get('verdict', '')] for c in comparisons]
   tested = sum(c['p_value'] is not None for c in comparisons)
   return section + [

@@ -8,8 +8,9 @@ import os
 import signal
 import threading
 
-from jaxnas import (checkpoints, config_checks, distributed, objectives, oneshot, plots, report,
-                    search, search_space, sensitivity, stats, summary, train, workflows)
+from jaxnas import (checkpoints, config_checks, distributed, objectives, oneshot, plots,
+                    quantization, report, search, search_space, sensitivity, stats, summary,
+                    train, workflows)
 from jaxnas.errors import UserError
 from jaxnas.models import BertClassifier
 
@@ -399,10 +400,16 @@ def evaluate_saved_model(checkpoint: str, config) -> dict:
   result = {'n_test': len(exp.test_split), 'label_names': list(exp.label_names),
             **workflows.test_record(workflows.score_float(exp, trained), 'float_')}
   if saved['int8'] is not None:
+    metrics = saved['metrics']
+    if 'numerics' in metrics:  # Served as it was made, whatever the config says.
+      exp = dataclasses.replace(exp, engine=quantization.engine_of(metrics['numerics']))
     compressed_model = trained.model.clone(
-        activation_sparsity=config.compression.activation_sparsity)
+        activation_sparsity=metrics.get('activation_sparsity',
+                                        config.compression.activation_sparsity),
+        activation_prune_scope=metrics.get('activation_prune_scope', 'token'))
     result.update(workflows.test_record(
-        workflows.score_served_int8(exp, compressed_model, saved['int8']), 'int8_'))
+        workflows.score_served_int8(exp, compressed_model, saved['int8']), 'int8_'),
+                  numerics=exp.engine.describe())
   result['reported'] = {k: saved['metrics'].get(k)
                         for k in ('float_test_accuracy', 'int8_test_accuracy', 'n_test')}
   print(json.dumps(result, indent=2))

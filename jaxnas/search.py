@@ -590,6 +590,7 @@ def study_results(study: optuna.Study, workflow: str, sampler: str, workdir: str
       'majority_class_accuracy': stats.majority_class_accuracy(exp.test_split.labels),
       'validation_majority_class_accuracy':
           stats.majority_class_accuracy(exp.validation_split.labels),
+      'compression': exp.compression_settings(),
       'objectives': list(goals.names), 'max_model_bytes': goals.max_model_bytes or None,
       'n_complete': len(completed(study)),
       'n_pruned': len(study.get_trials(deepcopy=False, states=(PRUNED,))),

@@ -15,7 +15,9 @@ def summary_markdown(results: dict) -> str:
            f'Selection (objective, best trial) on the validation split (n={first["n_validation"]}'
            f'); the test split (n={first["n_test"]}) is scored once per trial and never '
            f'selects. Test accuracies with 95% Wilson intervals. Majority class: '
-           f'{first["majority_class_accuracy"]:.3f} of the test split.', '',
+           f'{first["majority_class_accuracy"]:.3f} of the test split.',
+           *([f'Compression: {compression_text(first["compression"])}.']
+             if first.get('compression') else []), '',
            '| run | Optuna study | seed | objective (validation) | best trial | validation '
            '| test [95% interval] | float test [95% interval] | L/H/d/ff, identity | sparsity '
            '| int8 bytes | float bytes |',
@@ -107,6 +109,24 @@ def _comparisons_table(comparisons: list) -> list[str]:
 
 def _p(p_value: float | None) -> str:
   return '-' if p_value is None else f'{p_value:.3g}'
+
+
+def compression_text(compression: dict) -> str:
+  """'Q4.4 fixed point (8 bits, 4 fractional) on Dense inputs, weights, biases; 50% of
+  weights pruned per tensor; ...' from a results.json `compression` record."""
+  numerics = compression['numerics']
+  if numerics['engine'] == 'fixed':
+    tensors = [t for t in ('inputs', 'weights', 'biases') if numerics[t]]
+    text = (f'{numerics["format"]} fixed point ({numerics["width"]} bits, '
+            f'{numerics["frac_width"]} fractional) on Dense {", ".join(tensors)}')
+  else:
+    text = f'{numerics["engine"]} {numerics["format"]}'
+  text += (f'; {compression["weight_sparsity"]:.0%} of weights pruned '
+           f'({compression["prune_scope"]})')
+  if compression['activation_sparsity']:
+    text += (f'; {compression["activation_sparsity"]:.0%} of Dense inputs pruned, one '
+             f'threshold per {compression["activation_prune_scope"]}')
+  return text + f'; post-compression training {compression["retrain_epochs"]:g} epoch(s)'
 
 
 def _shape(arch: dict) -> str:

@@ -53,6 +53,14 @@ class Experiment:
             'attention_dropout_rate': self.config.model.attention_dropout_rate,
             'dtype': self.config.model.dtype}
 
+  def compression_settings(self) -> dict:
+    """The numerics (the engine's `describe()`) and pruning every compressed model gets."""
+    cfg = self.config.compression
+    return {'numerics': self.engine.describe(), 'weight_sparsity': cfg.weight_sparsity,
+            'prune_scope': cfg.prune_scope, 'activation_sparsity': cfg.activation_sparsity,
+            'activation_prune_scope': cfg.activation_prune_scope,
+            'retrain_epochs': cfg.retrain_epochs}
+
   def build_model(self, arch: Architecture) -> BertClassifier:
     return BertClassifier(arch, **self.model_settings())
 

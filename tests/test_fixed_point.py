@@ -119,3 +119,26 @@ def test_served_model_computes_int8_matmuls():
   hlo = jax.jit(engine.serving_apply(model)).lower(stored, np.ones((2, 16), np.int32)).as_text()
   int8_dots = [line for line in hlo.splitlines() if 'dot_general' in line and 'xi8>' in line]
   assert len(int8_dots) == 5 + 6 + 2  # 6 Dense a layer, 1 identity; pooler, classifier.
+
+
+def test_a_fixed_point_search_names_its_numerics_and_its_model_serves_as_made(tmp_path,
+                                                                               test_config):
+  from jaxnas import runner  # pylint: disable=g-import-not-at-top
+  config = test_config.copy_and_resolve_references()
+  config.compression.quant_engine = 'fixed'
+  config.compression.activation_sparsity = 0.5
+  config.compression.activation_prune_scope = 'tensor'
+  results = runner.run(runner.RunSpec('compress', 'tpe', 1, str(tmp_path), '', 'test'), config)
+  numerics = {'engine': 'fixed', 'width': 8, 'frac_width': 4, 'inputs': True, 'weights': True,
+              'biases': True, 'format': 'Q4.4'}
+  assert results['runs']['compress']['compression']['numerics'] == numerics
+  best = results['runs']['compress']['best']
+  assert best['numerics'] == numerics and best['activation_prune_scope'] == 'tensor'
+  assert ('Compression: Q4.4 fixed point (8 bits, 4 fractional) on Dense inputs, weights, '
+          'biases; 50% of weights pruned (local); 50% of Dense inputs pruned, one threshold '
+          'per tensor' in (tmp_path / 'summary.md').read_text())
+  # Evaluated with a config of another engine, the saved model serves with its own numerics.
+  evaluated = runner.run(runner.RunSpec('evaluate', 'tpe', 1, str(tmp_path), '', 'test',
+                                        checkpoint=best['model_dir']), test_config)
+  assert evaluated['numerics'] == numerics
+  assert evaluated['int8_test_accuracy'] == pytest.approx(best['int8_test_accuracy'], abs=1e-6)
