@@ -110,6 +110,10 @@ def test_across_repeats_pairs_by_seed_and_says_what_it_can_tell():
   assert gap['repeats'] == [0, 2] and gap['test_accuracies']['grid'] == [0.85, 0.86]
   assert runner.across_repeats(_accuracy_runs({g: a[:1] for g, a in agree.items()}),
                                'samplers') is None
+  # Every seed ties every group (the easy test reviews, all right): more seeds cannot help.
+  tied = runner.across_repeats(_accuracy_runs({g: [1.0] * 3 for g in agree}), 'samplers')
+  assert tied['p_value'] == 1.0
+  assert tied['conclusion'].startswith('Cannot tell: on every seed the groups\' best models')
 
 
 def _cells(markdown, first):
