@@ -20,6 +20,8 @@ import math
 import numpy as np
 import scipy.stats
 
+RESAMPLES = 9999  # Permutations beyond this many are sampled at random (seeded).
+
 
 def wilson_interval(correct: int, n: int) -> list[float]:
   """Wilson's score interval [low, high] of the proportion correct / n, at 95%."""
@@ -79,7 +81,7 @@ def across_seeds(accuracies: dict, alpha: float) -> dict:
   Two groups: Wilcoxon's signed-rank test. More: Friedman's test on the ranks of the groups
   within each seed, then for each pair Nemenyi's test (family-wise, from the studentized
   range), a pair flagged only when Friedman's test is too. Both tests are exact over the
-  within-seed permutations (sampled at random beyond 9,999 of them).
+  within-seed permutations, up to `RESAMPLES` of them (then sampled at random).
   """
   names = list(accuracies)
   table = np.array([accuracies[name] for name in names], float)  # groups x seeds.
@@ -87,17 +89,19 @@ def across_seeds(accuracies: dict, alpha: float) -> dict:
   ranks = scipy.stats.rankdata(-table, axis=0)  # Rank 1: the best group of a seed.
   result = {'groups': names, 'seeds': n, 'mean_ranks': dict(zip(names, ranks.mean(1).tolist())),
             'smallest_attainable_p': smallest_p(k, n), 'seeds_needed': seeds_needed(k, alpha)}
-  method = scipy.stats.PermutationMethod(rng=0)
+  exact = ('(exact)' if math.factorial(k) ** n <= RESAMPLES
+           else f'({RESAMPLES:,} random permutations)')
   if k == 2:
-    test = scipy.stats.wilcoxon(table[0], table[1], method=method)
-    return {**result, 'test': 'Wilcoxon signed-rank (exact)', 'statistic': float(test.statistic),
+    test = scipy.stats.wilcoxon(table[0], table[1], method=scipy.stats.PermutationMethod(
+        n_resamples=RESAMPLES, rng=0))
+    return {**result, 'test': f'Wilcoxon signed-rank {exact}', 'statistic': float(test.statistic),
             'p_value': float(test.pvalue), 'significant': bool(test.pvalue < alpha), 'pairs': []}
   if np.all(table == table[:1]):  # Every seed ties every group: nothing to rank.
     statistic, p_value = 0.0, 1.0
   else:
     friedman = lambda *groups, axis: scipy.stats.friedmanchisquare(*groups, axis=axis).statistic
     test = scipy.stats.permutation_test(tuple(table), friedman, permutation_type='samples',
-                                        alternative='greater', rng=0)
+                                        n_resamples=RESAMPLES, alternative='greater', rng=0)
     statistic, p_value = float(test.statistic), float(test.pvalue)
   rejected = p_value < alpha
   pairs = []
@@ -105,7 +109,7 @@ def across_seeds(accuracies: dict, alpha: float) -> dict:
     p_pair = nemenyi_p(abs(ranks[i].mean() - ranks[j].mean()), k, n)
     pairs.append({'a': names[i], 'b': names[j], 'p_value': p_pair,
                   'significant': bool(rejected and p_pair < alpha)})
-  return {**result, 'test': 'Friedman (exact), Nemenyi post-hoc', 'statistic': statistic,
+  return {**result, 'test': f'Friedman {exact}, Nemenyi post-hoc', 'statistic': statistic,
           'p_value': p_value, 'significant': bool(rejected), 'pairs': pairs}
 
 
