@@ -21,7 +21,7 @@ def fit_toy(epochs=4, masks=None, params=None):
                                    masks=masks)
   state, losses, _ = trainer.fit(state, split, epochs)
   metrics = trainer.evaluate(model.apply, {'params': state.params},
-                             toy_split(128, seed=1, length=16), time_batches=True)
+                             toy_split(128, seed=1, length=16))
   return state, losses, metrics['accuracy']
 
 
