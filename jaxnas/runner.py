@@ -306,8 +306,8 @@ def across_repeats_conclusion(result: dict, workflow: str) -> str:
   rerun = f'python launch.py --workflow={workflow} --repeats='
   if all(len(set(seed)) == 1 for seed in zip(*result['test_accuracies'].values())):
     return ('Cannot tell: on every seed the groups\' best models have the same test accuracy, '
-            'so there is nothing to rank (more repeats will not help at that ceiling; a harder '
-            'task or more test reviews could).')
+            'so there is nothing to rank; if more repeats tie too, a harder task or more test '
+            'reviews could separate them.')
   if result['smallest_attainable_p'] >= SIGNIFICANCE:
     return (f'Cannot tell: with {n} seeds of {k} groups no outcome of the test can give '
             f'p < {SIGNIFICANCE} (the smallest attainable p is '
