@@ -108,6 +108,10 @@ def get_config():
   config.oneshot.epochs = 1.0  # Supernet training, in epochs of sandwich steps.
   config.oneshot.num_random = 2  # Random sub-networks per step, beside largest and smallest.
   config.oneshot.train_shapes = 8  # Size shapes the random ones draw from (a program each).
+  # Weight sparsity ramps up from 0 at this fraction of the supernet's steps to
+  # compression.weight_sparsity at prune_end (jaxnas/supernet.py).
+  config.oneshot.prune_start = 0.25
+  config.oneshot.prune_end = 0.75
   config.oneshot.top_k = 3  # Best sub-networks on validation that are finalized.
   config.oneshot.finalize = 'finetune'  # 'finetune' (QAT, inherited weights) | 'scratch'
   config.oneshot.finetune_epochs = 0.1

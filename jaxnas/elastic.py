@@ -74,17 +74,18 @@ def gates_of(arch: Architecture) -> np.ndarray:
   return np.array([arch.is_linear(name) for name in gate_names(arch)], np.float32)
 
 
-def _keep_largest(magnitude, sparsity: float):
+def _keep_largest(magnitude, sparsity):
   """`pruning._keep_largest` in jnp: zeroes the round(sparsity * size) smallest |w|, ties
-  broken by position (a stable sort), as the host's masks are."""
-  num_pruned = int(round(sparsity * magnitude.size))
+  broken by position (a stable sort), as the host's masks are. `sparsity` may be traced."""
+  num_pruned = jnp.round(sparsity * magnitude.size).astype(jnp.int32)
   order = jnp.argsort(magnitude.ravel(), stable=True)
-  mask = jnp.ones(magnitude.size, jnp.float32).at[order[:num_pruned]].set(0.0)
-  return mask.reshape(magnitude.shape)
+  rank = jnp.zeros(magnitude.size, jnp.int32).at[order].set(jnp.arange(magnitude.size))
+  return (rank >= num_pruned).astype(jnp.float32).reshape(magnitude.shape)
 
 
-def slice_masks(params, sparsity: float) -> dict:
-  """{path: 0/1 mask} of each Dense kernel of `params`: local magnitude pruning, traceable."""
+def slice_masks(params, sparsity) -> dict:
+  """{path: 0/1 mask} of each Dense kernel of `params`: local magnitude pruning, traceable
+  (`sparsity` too: one program serves a pruning schedule)."""
   flat = flax.traverse_util.flatten_dict(params, sep='/')
   return {path: _keep_largest(jnp.abs(value), sparsity) for path, value in flat.items()
           if path.endswith('/kernel')}
@@ -103,13 +104,13 @@ def gated_params(params, shape: Architecture, gates):
   return flax.traverse_util.unflatten_dict(flat, sep='/')
 
 
-def elastic_params(super_params, model: BertClassifier, gates, sparsity: float = 0.0):
+def elastic_params(super_params, model: BertClassifier, gates, sparsity=None):
   """The parameters with which `model` (of an all-Linear size shape) computes the sub-network
-  of `gates`: sliced from the supernet, magnitude-pruned per slice when `sparsity` > 0, then
-  gated. Differentiable in `super_params`; gradients land in the slice, zeros elsewhere
+  of `gates`: sliced from the supernet, magnitude-pruned per slice with `sparsity` (unless
+  None; it may be traced), then gated. Differentiable in `super_params`; gradients land in the slice, zeros elsewhere
   (pruned weights included: the masks pass gradients straight through)."""
   params = slice_params(super_params, model)
-  if sparsity > 0:  # Straight through: pruned weights keep their gradient (supernet.py).
+  if sparsity is not None:  # Straight through: pruned weights keep their gradient (supernet.py).
     masked = train.apply_masks(params, slice_masks(params, sparsity))
     params = jax.tree.map(lambda p, m: p + jax.lax.stop_gradient(m - p), params, masked)
   return gated_params(params, model.arch, gates)

@@ -11,9 +11,12 @@ optimizer update of the supernet.
 Masks are recomputed every step from the current slice, in the program, with a straight-
 through gradient: a weight shared by several slices is pruned in some and kept in others, and
 the served model of a slice gets the masks of its final weights, which are the ones its last
-training step used. Without the straight-through gradient, masks drawn from the random initial
-weights would freeze there (pruned weights get no gradient). There is no float warm phase:
-it would compile every shape's program twice.
+training step used. The sparsity follows a schedule (Zhu & Gupta's cubic ramp): none for the
+first `prune_start` of the steps, rising to the configured sparsity at `prune_end`, held there
+to the end. Masks from the start kept the test config's supernet from learning at all in 45
+steps (validation 0.50, against 1.00 without masks); and pruned weights get no gradient
+without the straight-through one, so they would stay frozen. The sparsity is data, like the
+identity choices: a float warm phase would compile every shape's program twice.
 
 Compilation bounds the design on a CPU: a sub-network's program compiles once per size shape
 (5-15 s each on a 2-core CPU, README: One-shot search), while its Linear/Identity choices are
@@ -91,10 +94,13 @@ class SupernetTrainer:
 
   def __init__(self, exp, space: dict, num_random: int, train_shapes: int):
     self.exp, self.space, self.num_random = exp, space, num_random
-    self.sparsity = exp.config.compression.weight_sparsity
+    self.num_steps = 1  # Of the schedule; set by `fit`.
     self.pool = shape_pool(space, train_shapes, exp.config.seed)
     self.supernet = exp.build_model(elastic.supernet_architecture(space))
     self._grad_fns = {}
+    cfg = exp.config.oneshot
+    self.prune_start, self.prune_end = cfg.prune_start, cfg.prune_end
+    self.target_sparsity = exp.config.compression.weight_sparsity
     self._update = jax.jit(lambda state, grads: state.apply_gradients(grads=grads),
                            donate_argnums=0)
 
@@ -103,25 +109,32 @@ class SupernetTrainer:
     return list(self._grad_fns)
 
   def _grad_fn(self, shape: Architecture):
-    """(params, accumulated grads, gates, batch, targets, key) -> (grads + this sub-network's,
-    loss, logits): its QAT model on its masked, gated slice of `params`."""
+    """(params, accumulated grads, gates, sparsity, batch, targets, key) -> (grads + this
+    sub-network's, loss, logits): its QAT model on its masked, gated slice of `params`."""
     if shape not in self._grad_fns:
       model = self.exp.build_model(shape)
       qat_model = self.exp.engine.training_model(model)
 
-      def loss_fn(params, gates, batch, targets, key):
-        sub = elastic.elastic_params(params, model, gates, self.sparsity)
+      def loss_fn(params, gates, sparsity, batch, targets, key):
+        sub = elastic.elastic_params(params, model, gates, sparsity)
         logits = qat_model.apply({'params': sub}, batch['input_ids'], deterministic=False,
                                  rngs={'dropout': key})
         return soft_cross_entropy(logits, targets, batch['weights']), logits
 
-      def grad_fn(params, acc, gates, batch, targets, key):
+      def grad_fn(params, acc, gates, sparsity, batch, targets, key):
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, gates, batch, targets, key)
+            params, gates, sparsity, batch, targets, key)
         return jax.tree.map(jnp.add, acc, grads), loss, logits
 
       self._grad_fns[shape] = jax.jit(grad_fn, donate_argnums=1)
     return self._grad_fns[shape]
+
+  def sparsity(self, step: int) -> float:
+    """The pruning schedule: 0 until `prune_start`, a cubic ramp to the target at `prune_end`
+    (fractions of the steps)."""
+    progress = (step / self.num_steps - self.prune_start) / max(
+        self.prune_end - self.prune_start, 1e-9)
+    return self.target_sparsity * (1 - (1 - min(max(progress, 0.0), 1.0)) ** 3)
 
   def step(self, state: train.TrainState, batch: dict):
     """One sandwich step (`Trainer.fit`'s `step_fn`); its `loss` is the largest one's."""
@@ -129,11 +142,11 @@ class SupernetTrainer:
     key = jax.random.fold_in(state.dropout_rng, step)
     grads = jax.tree.map(jnp.zeros_like, state.params)
     targets = jax.nn.one_hot(batch['labels'], self.exp.num_classes)
-    losses = []
+    losses, sparsity = [], jnp.float32(self.sparsity(step))
     for i, arch in enumerate(sandwich(self.space, self.pool, self.num_random,
                                       self.exp.config.seed, step)):
       grads, loss, logits = self._grad_fn(elastic.size_shape(arch))(
-          state.params, grads, jnp.asarray(elastic.gates_of(arch)), batch, targets,
+          state.params, grads, jnp.asarray(elastic.gates_of(arch)), sparsity, batch, targets,
           jax.random.fold_in(key, i))
       losses.append(loss)
       if i == 0:  # In-place distillation from the largest sub-network.
@@ -145,7 +158,7 @@ class SupernetTrainer:
     returns (state, epoch losses of the largest sub-network, step resumed from)."""
     exp, config = self.exp, self.exp.config
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-    num_steps = exp.trainer.num_steps(exp.train_split, num_epochs)
+    num_steps = self.num_steps = exp.trainer.num_steps(exp.train_split, num_epochs)
     params = init_params(self.supernet, init_rng)
     state = train.create_train_state(self.supernet, params, config.train, num_steps,
                                      dropout_rng, sharding=exp.trainer.replicated)

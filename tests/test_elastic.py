@@ -84,9 +84,10 @@ def test_gated_shape_model_equals_the_architecture(super_params, arch, sparsity)
   sliced = train.apply_masks(sliced, pruning.magnitude_masks(sliced, sparsity))
   expected = model.apply({'params': sliced}, tokens())
   shape_model = BertClassifier(elastic.size_shape(arch), **SETTINGS)
-  run = jax.jit(lambda p, g: shape_model.apply(
-      {'params': elastic.elastic_params(p, shape_model, g, sparsity)}, tokens()))
-  np.testing.assert_allclose(run(super_params, elastic.gates_of(arch)), expected, atol=1e-5)
+  run = jax.jit(lambda p, g, s: shape_model.apply(
+      {'params': elastic.elastic_params(p, shape_model, g, s)}, tokens()))
+  np.testing.assert_allclose(run(super_params, elastic.gates_of(arch), jnp.float32(sparsity)),
+                             expected, atol=1e-5)
 
 
 @pytest.mark.parametrize('arch', ARCHS[1:], ids=str)

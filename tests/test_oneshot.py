@@ -1,0 +1,97 @@
+"""The one-shot workflow: sandwich sampling, the ranking statistics, and a whole run on the test
+config that is killed with SIGKILL during supernet training and resumed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from jaxnas import elastic, oneshot, supernet
+from jaxnas.models import square_dense_names
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPACE = {'num_layers': (2, 4), 'num_heads': (2, 4, 8), 'hidden_size': (128, 192, 256),
+         'intermediate_size': (512, 768, 1024)}
+
+
+def test_sandwich_is_largest_smallest_and_random_members_of_the_pool():
+  pool = supernet.shape_pool(SPACE, 8, seed=0)
+  assert len(set(pool)) == 8
+  for name in SPACE:  # Every option of every size is trained.
+    assert {getattr(a, name) for a in pool} == set(SPACE[name])
+  for step in range(20):
+    archs = supernet.sandwich(SPACE, pool, 2, seed=0, step=step)
+    assert archs == supernet.sandwich(SPACE, pool, 2, seed=0, step=step)  # Resumable.
+    largest, smallest, *randoms = archs
+    assert (largest.num_layers, largest.hidden_size, largest.identity) == (4, 256, ())
+    assert (smallest.num_layers, smallest.num_heads, smallest.hidden_size,
+            smallest.intermediate_size) == (2, 2, 128, 512)
+    assert smallest.identity == tuple(sorted(square_dense_names(2, 128, 512)))
+    assert len(randoms) == 2 and all(elastic.size_shape(a) in pool for a in randoms)
+  identity = [len(a.identity) for step in range(20)
+              for a in supernet.sandwich(SPACE, pool, 2, 0, step)[2:]]
+  assert len(set(identity)) > 3  # Identity choices drawn per step.
+
+
+def test_spread_architectures_take_every_option_in_equal_shares():
+  archs = oneshot.spread_architectures(SPACE, 12, seed=0)
+  assert len(set(archs)) == 12
+  for name, options in SPACE.items():
+    counts = [sum(getattr(a, name) == o for a in archs) for o in options]
+    assert counts == [12 // len(options)] * len(options)
+
+
+def test_kendall_tau_and_its_bootstrap_interval():
+  rng = np.random.default_rng(0)
+  x = rng.random(12)
+  same = oneshot.kendall_tau(x, 2 * x + 1, seed=0)
+  np.testing.assert_allclose([same['tau'], *same['tau_interval']], 1.0)
+  np.testing.assert_allclose(oneshot.kendall_tau(x, -x, seed=0)['tau'], -1.0)
+  noisy = oneshot.kendall_tau(x, x + rng.normal(0, 0.3, 12), seed=0)
+  low, high = noisy['tau_interval']
+  assert -1 <= low < noisy['tau'] < high <= 1
+
+
+def _command(workdir):
+  return [sys.executable, os.path.join(ROOT, 'launch.py'), '--config=configs/test.py',
+          '--workflow=oneshot', '--n_trials=4', f'--workdir={workdir}',
+          '--config.search.space.num_layers=(1,2)', '--config.search.space.num_heads=(2,4)',
+          '--config.search.space.hidden_size=(64,128)',
+          '--config.search.space.intermediate_size=(128,256)',
+          '--config.oneshot.epochs=3', '--config.oneshot.finetune_epochs=1',
+          '--config.oneshot.ranking_archs=2', '--config.oneshot.top_k=1',
+          f'--config.compilation_cache_dir={ROOT}/.pytest_cache/xla']
+
+
+def test_oneshot_run_resumes_after_sigkill_and_learns(tmp_path):
+  checkpoints = tmp_path / 'checkpoints' / 'supernet'
+  first = subprocess.Popen(_command(tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while not any(p.name.isdigit() and int(p.name) >= 8 for p in checkpoints.glob('*')):
+    assert first.poll() is None and time.time() < deadline, 'no supernet checkpoint'
+    time.sleep(0.5)
+  first.send_signal(signal.SIGKILL)
+  first.wait()
+  assert not (tmp_path / 'results.json').exists()
+  second = subprocess.run(_command(tmp_path), cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+  assert second.returncode == 0, second.stderr[-3000:]
+  results = json.loads((tmp_path / 'results.json').read_text())
+  net = results['supernet']
+  assert net['resumed_from_step'] >= 8 and net['steps'] == 45  # 3 epochs of 15 steps.
+  assert 2 <= net['programs_compiled'] <= 4  # Largest, smallest and the pool's 2 shapes.
+  assert results['run']['n_complete'] == 4
+  selected = results['selected']
+  assert selected['n_test'] == 100 and selected['test_accuracy'] > 0.8  # Easy reviews.
+  low, high = selected['test_accuracy_interval']
+  assert low <= selected['test_accuracy'] <= high
+  assert len(results['ranking']['architectures']) == 2 and 'tau' in results['ranking']
+  assert results['cost']['retrain_seconds_per_architecture'] > 0
+  for name in ('best_so_far.png', 'pareto_front.png', 'ranking.png', 'summary.md'):
+    assert (tmp_path / name).exists()
+  assert (tmp_path / 'best_model' / 'oneshot' / 'model.json').exists()
