@@ -43,7 +43,10 @@ class Setting:
   activation_prune_scope: str = 'tensor'
 
 
-def parse_setting(name: str, int8_engine: str = 'aqt') -> Setting:
+def parse_setting(name: str, config_engine: str = 'aqt') -> Setting:
+  """The setting called `name`; 'int8' is `config_engine` if that is an int8 engine (AQT or
+  Qwix), else AQT."""
+  int8_engine = config_engine if config_engine in ('aqt', 'qwix') else 'aqt'
   numerics, *pruning = name.split('+')
   match = _NUMERICS.match(numerics)
   if not match:

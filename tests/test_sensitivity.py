@@ -18,7 +18,8 @@ def test_setting_names():
   weights_only = sensitivity.parse_setting('Q2.6w')
   assert weights_only.fixed_point == dict(width=8, frac_width=6, inputs=False, weights=True,
                                           biases=True)
-  int8 = sensitivity.parse_setting('int8+a30token', int8_engine='qwix')
+  assert sensitivity.parse_setting('int8', config_engine='fixed').quant_engine == 'aqt'
+  int8 = sensitivity.parse_setting('int8+a30token', config_engine='qwix')
   assert (int8.quant_engine, int8.activation_sparsity, int8.activation_prune_scope) == (
       'qwix', 0.3, 'token')
   assert sensitivity.parse_setting('float').quant_engine == ''
