@@ -303,10 +303,11 @@ def run(spec, config, stop_requested=lambda: False) -> dict:
              'finalists': finalists, 'selected': selected,
              'run': {**search.study_results(study, 'oneshot', spec.sampler, spec.workdir, goals,
                                             exp), 'group': 'oneshot', 'repeat': 0}}
+  write_outputs(spec.workdir, results)  # The search's results before the long ranking check.
   if cfg.ranking_archs:
     results['ranking'] = ranking_check(exp, params, store, spec.workdir)
     results['cost'] = cost_comparison(phases, results['ranking'], spec.n_trials)
-  write_outputs(spec.workdir, results)
+    write_outputs(spec.workdir, results)
   return results
 
 
