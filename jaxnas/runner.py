@@ -154,7 +154,7 @@ def write_outputs(spec: RunSpec, results: dict, studies: list):
   figures = draw_figures(spec, results)
   table = summary.summary_markdown(results)
   if 'sensitivity' in results:
-    table += '\n'.join(sensitivity.summary_lines(results['sensitivity']))
+    table = '\n'.join([table, *sensitivity.summary_lines(results['sensitivity'])])
   summary_path = os.path.join(spec.workdir, 'summary.md')
   with open(summary_path, 'w') as f:
     f.write(table + '\n')
