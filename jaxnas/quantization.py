@@ -76,6 +76,13 @@ def int8_dot_in_float32(lhs, rhs, dimension_numbers, precision=None,
   return out.astype(preferred_element_type or jnp.int32)
 
 
+def _cpu_int8_dot(int8_dot):
+  """`int8_dot`, or when None on a CPU the exact float32 one (`int8_dot_in_float32`)."""
+  if int8_dot is None and jax.default_backend() == 'cpu':
+    return int8_dot_in_float32
+  return int8_dot
+
+
 class _Engine:
   """Keeps one conversion and one serving function per model: the same function objects let
   jit reuse their compiled programs. Engines define `_make_convert` and `_make_serving_apply`."""
@@ -114,8 +121,7 @@ class AqtInt8(_Engine):
     super().__init__()
     self._config = aqt_config.fully_quantized(fwd_bits=8, bwd_bits=None,
                                               use_stochastic_rounding=False)
-    if int8_dot is None and jax.default_backend() == 'cpu':
-      int8_dot = int8_dot_in_float32
+    int8_dot = _cpu_int8_dot(int8_dot)
     if int8_dot is not None:
       self._config.fwd.dot_general = int8_dot
     self.int8_dots = int8_dot is not int8_dot_in_float32
@@ -266,9 +272,7 @@ class FixedPointEngine(_Engine):
   def __init__(self, spec: fixed_point.FixedPoint, int8_dot=None):
     super().__init__()
     self.spec = spec
-    if int8_dot is None:
-      int8_dot = (int8_dot_in_float32 if jax.default_backend() == 'cpu'
-                  else jax.lax.dot_general)
+    int8_dot = _cpu_int8_dot(int8_dot) or jax.lax.dot_general
     self.int8_dots = int8_dot is not int8_dot_in_float32
     self._int8_dot = int8_dot
 

@@ -23,9 +23,7 @@ import json
 import os
 import re
 
-import numpy as np
-
-from jaxnas import checkpoints, quantization, stats, workflows
+from jaxnas import checkpoints, quantization, search, stats, summary, workflows
 from jaxnas.errors import UserError
 
 SETTING_FILE = 'sensitivity.json'
@@ -113,7 +111,7 @@ def score_trials(exp: workflows.Experiment, trials: list[dict], workdir: str) ->
     for setting in missing:
       print(f'trial {key}: {setting.name}', flush=True)
       entry['accuracy'][setting.name] = score_setting(exp, trained, setting)
-      _write(path, scores)
+      search.write_json(path, scores)
   n = len(exp.validation_split)
   return {'settings': [s.name for s in settings], 'n_validation': n,
           'majority_class_accuracy':
@@ -131,13 +129,6 @@ def _read(path: str) -> dict:
     raise UserError(f'{path} is damaged ({e}); delete it to score again') from None
 
 
-def _write(path: str, scores: dict):
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(scores, f, indent=1)
-  os.replace(tmp, path)
-
-
 def summary_lines(sensitivity: dict) -> list[str]:
   """A markdown table: one row per architecture, one column per setting."""
   settings, n = sensitivity['settings'], sensitivity['n_validation']
@@ -148,10 +139,7 @@ def summary_lines(sensitivity: dict) -> list[str]:
            '| trial | L/H/d/ff, identity | ' + ' | '.join(settings) + ' |',
            '|---|---|' + '---|' * len(settings)]
   for key, entry in sensitivity['trials'].items():
-    arch = entry['architecture']
-    shape = (f'{arch["num_layers"]}/{arch["num_heads"]}/{arch["hidden_size"]}/'
-             f'{arch["intermediate_size"]}, {len(arch["identity"])}')
-    lines.append(f'| {key} | {shape} | ' + ' | '.join(
+    lines.append(f'| {key} | {summary.shape_text(entry["architecture"])} | ' + ' | '.join(
         f'{entry["accuracy"][s]:.3f}' for s in settings) + ' |')
   return lines
 

@@ -33,7 +33,8 @@ def summary_markdown(results: dict) -> str:
     lines.append(
         f'| {name} | {run["study_name"]} | {run["seed"]} | {objective} | {best["number"]} | '
         f'{best["validation_accuracy"]:.3f} | {stats.interval_text(best, "test")} | '
-        f'{stats.interval_text(best, "float_test")} | {_shape(arch)} | {best["sparsity"]:.3f} | '
+        f'{stats.interval_text(best, "float_test")} | {shape_text(arch)} | '
+        f'{best["sparsity"]:.3f} | '
         f'{best["model_bytes"]:,} | {best["float_model_bytes"]:,} |')
     post = run.get('post_compression')
     if post:
@@ -129,6 +130,7 @@ def compression_text(compression: dict) -> str:
   return text + f'; post-compression training {compression["retrain_epochs"]:g} epoch(s)'
 
 
-def _shape(arch: dict) -> str:
+def shape_text(arch: dict) -> str:
+  """'L/H/d/ff, number of identity layers' of an architecture record."""
   return (f'{arch["num_layers"]}/{arch["num_heads"]}/{arch["hidden_size"]}/'
           f'{arch["intermediate_size"]}, {len(arch["identity"])}')
