@@ -33,6 +33,7 @@ def test_bad_setting_names_are_refused(name):
 
 def test_sensitivity_scores_each_trained_model_under_each_setting(tmp_path, test_config):
   test_config.sensitivity.settings = ('float', 'int8+w50', 'Q4.4', 'Q0.2+w90')
+  test_config.train.epochs = 2  # Short of 1.000 everywhere, so the splits score apart.
   spec = runner.RunSpec(workflow='sensitivity', sampler='random', n_trials=2,
                         workdir=str(tmp_path), storage='', study_name='test')
   results = runner.run(spec, test_config)
@@ -45,7 +46,12 @@ def test_sensitivity_scores_each_trained_model_under_each_setting(tmp_path, test
     # compression (AQT int8, 50% of weights), on the same validation split.
     assert accuracy['float'] == trials[key]['float_validation_accuracy']
     assert accuracy['int8+w50'] == trials[key]['int8_validation_accuracy']
-    # Two-bit weights, 90% of them pruned: nothing of the model is left.
+  # The equalities above can tell the splits apart: a model scores differently on them.
+  assert any(entry['accuracy']['float'] != trials[key]['float_test_accuracy']
+             for key, entry in scores.items())
+  learned = [entry['accuracy'] for entry in scores.values() if entry['accuracy']['float'] > 0.7]
+  assert learned
+  for accuracy in learned:  # Two-bit weights, 90% of them pruned: nothing of the model is left.
     assert accuracy['Q0.2+w90'] < accuracy['float'] - 0.2
   with open(tmp_path / 'results.json') as f:
     assert json.load(f)['sensitivity']['settings'] == list(test_config.sensitivity.settings)
