@@ -321,6 +321,7 @@ class FixedPointEngine(_Engine):
 
 
 ENGINES = {'aqt': AqtInt8, 'qwix': QwixInt8, 'fixed': FixedPointEngine}
+INT8_ENGINES = ('aqt', 'qwix')  # Per-channel and per-token scales, the same int8 scheme.
 
 
 def engine_of(numerics: dict):

@@ -44,7 +44,7 @@ class Setting:
 def parse_setting(name: str, config_engine: str = 'aqt') -> Setting:
   """The setting called `name`; 'int8' is `config_engine` if that is an int8 engine (AQT or
   Qwix), else AQT."""
-  int8_engine = config_engine if config_engine in ('aqt', 'qwix') else 'aqt'
+  int8_engine = config_engine if config_engine in quantization.INT8_ENGINES else 'aqt'
   numerics, *pruning = name.split('+')
   match = _NUMERICS.match(numerics)
   if not match:

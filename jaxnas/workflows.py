@@ -349,7 +349,7 @@ def compress_and_score(exp: Experiment, trained: TrainedModel, retrain: bool) ->
 
 
 def compare_engines(exp: Experiment, trained: TrainedModel,
-                    engines=tuple(quantization.ENGINES), retrain: bool = False) -> dict:
+                    engines=quantization.INT8_ENGINES, retrain: bool = False) -> dict:
   """Compresses one trained model with each quantization engine and scores it as served.
 
   Pruning masks depend on the trained weights only, so every engine quantizes the same pruned

@@ -47,7 +47,7 @@ def _tokenizer():
 
 # Both int8 engines: same interface, same int8 arithmetic (test_fixed_point.py has the lab's
 # fixed point). Qwix 0.1.8 checks for flax's deprecated nnx.VariableState on every op.
-ENGINES = pytest.mark.parametrize('engine_name', ['aqt', 'qwix'])
+ENGINES = pytest.mark.parametrize('engine_name', quantization.INT8_ENGINES)
 QWIX_WARNING = pytest.mark.filterwarnings('ignore:.*VariableState:DeprecationWarning')
 
 
