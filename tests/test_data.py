@@ -1,3 +1,5 @@
+import collections
+
 import datasets
 import numpy as np
 import pandas as pd
@@ -30,6 +32,20 @@ def test_embedded_splits_are_deduplicated_disjoint_stratified_and_subsampled(tes
   assert len(data.load_splits(config).validation) == 1246  # A tenth of each label (12,452).
   config.seed = 1
   assert data.texts_of(data.load_splits(config).train) != data.texts_of(small.train)
+
+
+def test_embedded_labels_are_named_neg_and_pos_as_on_the_hub(test_config):
+  config = test_config.data
+  config.update(source='embedded', test_fraction=0.5, validation_size=100.0, train_size=2000,
+                test_size=0)
+  splits = data.load_splits(config)
+  assert splits.label_names == ('neg', 'pos')
+  # The names fit the reviews: 'worst' is far more often in a review named neg.
+  worst = collections.Counter(
+      splits.label_names[label] for text, label in zip(data.texts_of(splits.train),
+                                                       data.labels_of(splits.train))
+      if 'worst' in text.lower())
+  assert worst['neg'] > 5 * worst['pos'] > 0
 
 
 @pytest.mark.parametrize('size, message', [(0.01, 'validation split .* is empty'),
