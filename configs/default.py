@@ -66,6 +66,10 @@ def get_config():
   # 'aqt' | 'qwix': int8 with per-channel weight and per-token activation scales;
   # 'fixed': the lab's fixed point (`fixed_point` below), one power-of-two scale per tensor.
   config.compression.quant_engine = 'aqt'
+  # How int8 x int8 dots run, with the same results: 'native' (XLA's int8 dots), 'float32'
+  # (exact float32 emulation, faster on CPUs without VNNI or AMX; not with Qwix), or 'auto':
+  # native on accelerators and on CPUs with AVX512_VNNI, AVX-VNNI or AMX-INT8 (BENCHMARKS.md).
+  config.compression.int8_dot = 'auto'
   config.compression.fixed_point = ml_collections.ConfigDict(dict(
       width=8, frac_width=4,  # Q4.4: multiples of 1/16 in [-8, 7.9375].
       inputs=True, weights=True, biases=True))  # Which tensors of each Dense it rounds.

@@ -11,9 +11,9 @@ AVX-512/BF16/VNNI/AMX features). Cases:
     float and served-int8 eval. Against torch, `transformers.BertForSequenceClassification`
     gets the same initial weights and the same token batches; JAX and torch rounds alternate
     and the reported ratio is the median of per-round ratios (robust to a loaded machine).
-    The served int8 eval is also timed with configs/lab2.py's activation pruning (0.5), and
-    with XLA's int8 dots instead of the exact float32 ones AQT's engine uses on a CPU (which
-    wins depends on the CPU's int8 instructions: VNNI, AMX).
+    The served int8 eval runs its dots as jaxnas picks for the machine (`int8_dot`: XLA's
+    native int8 dots with VNNI or AMX, else the exact float32 emulation), is also timed with
+    configs/lab2.py's activation pruning (0.5), and with each of the two dot paths forced.
   * `epoch`: one epoch of the embedded IMDb training split (its 12,500 reviews, or
     `--epoch_train_size` of them) at max_length 512, batch 8: jaxnas's `Trainer.fit` with its
     length buckets against HF Trainer with dynamic padding (`DataCollatorWithPadding`), as the
@@ -44,7 +44,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import re
 import resource
 import statistics
@@ -59,7 +58,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxnas import input_pipeline, models, quantization, train, workflows
+from jaxnas import input_pipeline, machine, models, quantization, train, workflows
 from jaxnas.models import Architecture
 from jaxnas.tokenizer import PAD_ID
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -113,29 +112,6 @@ def timed(fn):
   start = time.perf_counter()
   out = fn()
   return out, time.perf_counter() - start
-
-
-CPU_FEATURES = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'avx_vnni', 'amx_tile',
-                'amx_bf16', 'amx_int8')  # What XLA's and oneDNN's CPU kernels can use.
-
-
-def machine() -> dict:
-  """The CPU this ran on (model, cores, the instruction-set features above that it has) and
-  the JAX build: figures from different machines are not comparable."""
-  model, flags_ = 'unknown', set()
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        key, _, value = line.partition(':')
-        if key.strip() == 'model name' and model == 'unknown':
-          model = value.strip()
-        elif key.strip() == 'flags' and not flags_:
-          flags_ = set(value.split())
-  except OSError:  # Not Linux.
-    model = platform.processor() or platform.machine()
-  return {'cpu': model, 'cores': os.cpu_count(),
-          'cpu_features': [name for name in CPU_FEATURES if name in flags_],
-          'jax': jax.__version__, 'backend': jax.default_backend()}
 
 
 def peak_rss_mb() -> float:
@@ -218,18 +194,19 @@ class JaxSide:
       return compiled
 
     self.float_eval = compile_eval('eval_float', model.apply, {'params': params})
-    engine = quantization.AqtInt8()
+    engine = quantization.AqtInt8()  # Its int8 dots as picked for this machine.
+    self.int8_dot = engine.int8_dot
     self.int8 = engine.convert(model, params)
-    self.int8_eval = compile_eval('eval_int8', engine.serving_apply(model), self.int8,
-                                  engine.int8_dots)
     pruned = model.clone(activation_sparsity=LAB_ACTIVATION_SPARSITY)
     self.int8_pruned_eval = compile_eval('eval_int8_activation_pruned',
                                          engine.serving_apply(pruned), self.int8,
                                          engine.int8_dots)
-    # XLA's own int8 dots (with YNNPACK fusions), which AQT's default replaces on a CPU.
-    xla_dots = quantization.AqtInt8(int8_dot=jax.lax.dot_general)
-    self.int8_xla_dots_eval = compile_eval('eval_int8_xla_dots', xla_dots.serving_apply(model),
-                                           self.int8, xla_dots.int8_dots)
+    self.int8_evals = {}  # Each dot path forced; `int8_dot`'s is the served int8 eval.
+    for path in quantization.INT8_DOTS:
+      forced = quantization.AqtInt8(path)
+      self.int8_evals[path] = compile_eval(f'eval_int8_{path}_dots',
+                                           forced.serving_apply(model), self.int8,
+                                           forced.int8_dots)
     self.params = params
     self.train_dots = dot_operand_types(self.train_step.as_text())
     memory = self.train_step.memory_analysis()
@@ -246,14 +223,14 @@ class JaxSide:
   def eval_float(self) -> float:
     return self._eval(self.float_eval, {'params': self.params})
 
-  def eval_int8(self) -> float:
-    return self._eval(self.int8_eval, self.int8)
+  def eval_int8_native_dots(self) -> float:
+    return self._eval(self.int8_evals['native'], self.int8)
+
+  def eval_int8_float32_dots(self) -> float:
+    return self._eval(self.int8_evals['float32'], self.int8)
 
   def eval_int8_activation_pruned(self) -> float:
     return self._eval(self.int8_pruned_eval, self.int8)
-
-  def eval_int8_xla_dots(self) -> float:
-    return self._eval(self.int8_xla_dots_eval, self.int8)
 
   def _eval(self, compiled, variables) -> float:
     start = time.perf_counter()
@@ -377,8 +354,8 @@ def fixed_shape_case(name: str, split, vocab_size: int, against: str, peak: floa
   times = collections.defaultdict(list)
   for round_ in range(FLAGS.rounds + 1):  # Round 0 warms up and is not counted.
     for side_name, side in sides.items():
-      for what in ('train', 'eval_float', 'eval_int8', 'eval_int8_activation_pruned',
-                   'eval_int8_xla_dots'):
+      for what in ('train', 'eval_float', 'eval_int8_native_dots', 'eval_int8_float32_dots',
+                   'eval_int8_activation_pruned'):
         if hasattr(side, what):
           seconds = getattr(side, what)()
           if round_:
@@ -394,10 +371,12 @@ def fixed_shape_case(name: str, split, vocab_size: int, against: str, peak: floa
       'train_examples_per_s': round(train_rate, 2),
       'train_real_tokens_per_s': round(train_rate * real_tokens(batches) / examples, 1),
       'eval_float_examples_per_s': round(rate('jax_eval_float'), 2),
-      'eval_int8_examples_per_s': round(rate('jax_eval_int8'), 2),
+      'int8_dot': sides['jax'].int8_dot,
+      'eval_int8_examples_per_s': round(rate(f'jax_eval_int8_{sides["jax"].int8_dot}_dots'), 2),
+      'eval_int8_native_dots_examples_per_s': round(rate('jax_eval_int8_native_dots'), 2),
+      'eval_int8_float32_dots_examples_per_s': round(rate('jax_eval_int8_float32_dots'), 2),
       'eval_int8_activation_pruned_examples_per_s':
           round(rate('jax_eval_int8_activation_pruned'), 2),
-      'eval_int8_xla_dots_examples_per_s': round(rate('jax_eval_int8_xla_dots'), 2),
       'train_dot_operand_types': sides['jax'].train_dots,
       'train_step_memory_mb': round(sides['jax'].step_memory_bytes / 2 ** 20, 1),
       'process_peak_rss_mb': round(peak_rss_mb(), 1),
@@ -578,7 +557,7 @@ def main(argv):
     else:
       raise app.UsageError(f'unknown case {case!r}')
     result['load_average_1min'] = round(os.getloadavg()[0], 2)  # Other work on the machine.
-    result['machine'] = machine()
+    result['machine'] = machine.describe()
     print(json.dumps(result), flush=True)
 
 

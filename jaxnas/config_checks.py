@@ -40,6 +40,7 @@ RULES = {
     'train.epochs': _POSITIVE,
     'train.checkpoint_every_steps': _AT_LEAST_ONE,
     'compression.quant_engine': _one_of(*quantization.ENGINES),
+    'compression.int8_dot': _one_of(*quantization.INT8_DOT_SETTINGS),
     'compression.weight_sparsity': _FRACTION,
     'compression.prune_scope': _one_of('local', 'global'),
     'compression.activation_sparsity': _FRACTION,

@@ -25,7 +25,7 @@ from aqt.jax.v2.flax import aqt_flax
 from aqt.jax.v2.utils import QuantMode
 import qwix
 
-from jaxnas import fixed_point
+from jaxnas import fixed_point, machine
 from jaxnas.errors import UserError
 
 INT8_MAX = 127
@@ -51,9 +51,10 @@ def int8_dot_in_float32(lhs, rhs, dimension_numbers, precision=None,
                         preferred_element_type=None):
   """`lax.dot_general` of two int8 arrays, computed with float32 dots, exactly.
 
-  On this project's CPU (AVX2, no VNNI), XLA's int8 dots ran at half the speed of float32
-  ones, or at their speed with YNNPACK fusions, which slow down the rest of most eval
-  programs (BENCHMARKS.md); so a served int8 model was slower than the float one. Every
+  On a CPU without int8 dot instructions (the project's first, AVX2-only host), XLA's int8
+  dots ran at half the speed of float32 ones, or at their speed with YNNPACK fusions, which
+  slow down the rest of most eval programs (BENCHMARKS.md); so a served int8 model was slower
+  than the float one (`int8_dot_path` picks this function there). Every
   product of two int8 values and every sum of at most EXACT_FLOAT32_CONTRACTION (1024) of
   them is an integer of magnitude at most 2^24, which float32 holds exactly in any order;
   longer contractions are split into such chunks whose results are added as int32. Only a
@@ -76,25 +77,50 @@ def int8_dot_in_float32(lhs, rhs, dimension_numbers, precision=None,
   return out.astype(preferred_element_type or jnp.int32)
 
 
-def _cpu_int8_dot(int8_dot):
-  """`int8_dot`, or when None on a CPU the exact float32 one (`int8_dot_in_float32`)."""
-  if int8_dot is None and jax.default_backend() == 'cpu':
-    return int8_dot_in_float32
-  return int8_dot
+# CPU instructions with which XLA's int8 dots are fast (VNNI's int8 multiply-adds, AMX's int8
+# tiles): on an AVX512_VNNI CPU they served 1.3-1.4x as fast as the float32 emulation, and
+# without any of these they ran at half the speed of float32 dots (BENCHMARKS.md).
+INT8_DOT_CPU_FEATURES = ('avx512_vnni', 'avx_vnni', 'amx_int8')
+INT8_DOT_SETTINGS = ('auto', 'native', 'float32')  # config.compression.int8_dot
+INT8_DOTS = {'native': jax.lax.dot_general, 'float32': int8_dot_in_float32}
+
+
+def int8_dot_path(setting: str = 'auto', backend: str = '', cpu_features=None) -> str:
+  """How int8 x int8 dots run: 'native' (XLA's int8 dots) or 'float32' (`int8_dot_in_float32`;
+  the same integers either way).
+
+  'auto' is native on an accelerator and on a CPU with one of INT8_DOT_CPU_FEATURES, float32
+  on other CPUs; 'native' and 'float32' force one. `backend` and `cpu_features` default to
+  this machine's.
+  """
+  if setting not in INT8_DOT_SETTINGS:
+    raise UserError(f'int8 dot setting {setting!r}; known: {", ".join(INT8_DOT_SETTINGS)}')
+  if setting != 'auto':
+    return setting
+  if (backend or jax.default_backend()) != 'cpu':
+    return 'native'
+  features = machine.cpu_features() if cpu_features is None else cpu_features
+  return 'native' if set(features) & set(INT8_DOT_CPU_FEATURES) else 'float32'
 
 
 class _Engine:
   """Keeps one conversion and one serving function per model: the same function objects let
-  jit reuse their compiled programs. Engines define `_make_convert` and `_make_serving_apply`."""
+  jit reuse their compiled programs. Engines define `_make_convert` and `_make_serving_apply`.
+
+  `int8_dot` is how its int8 x int8 dots run ('native' or 'float32', see `int8_dot_path`) and
+  `int8_dots` whether that is XLA's int8 dots.
+  """
 
   name = ''
   numerics = ''  # What the stored integers mean, for results and saved models.
 
-  def __init__(self):
+  def __init__(self, int8_dot: str = 'auto'):
     self._convert_fns, self._serving_fns = {}, {}
+    self.int8_dot = int8_dot_path(int8_dot)
+    self.int8_dots = self.int8_dot == 'native'
 
   def describe(self) -> dict:
-    return {'engine': self.name, 'format': self.numerics}
+    return {'engine': self.name, 'format': self.numerics, 'int8_dot': self.int8_dot}
 
   def convert(self, model, params) -> dict:
     if model not in self._convert_fns:
@@ -110,21 +136,17 @@ class _Engine:
 class AqtInt8(_Engine):
   """int8 weights and activations with AQT's dynamic (AbsMax) quantization.
 
-  `int8_dot` computes each int8 x int8 dot: by default `int8_dot_in_float32` on a CPU (the
-  same result, faster there) and XLA's own int8 dot elsewhere. `int8_dots` says whether
-  the models run XLA's int8 dots.
+  `int8_dot` ('auto', 'native' or 'float32') says how each int8 x int8 dot runs, in the QAT
+  and the served model alike (`int8_dot_path`).
   """
   name = 'aqt'
   numerics = 'int8: per-output-channel weight scales, per-token activation scales'
 
-  def __init__(self, int8_dot=None):
-    super().__init__()
+  def __init__(self, int8_dot: str = 'auto'):
+    super().__init__(int8_dot)
     self._config = aqt_config.fully_quantized(fwd_bits=8, bwd_bits=None,
                                               use_stochastic_rounding=False)
-    int8_dot = _cpu_int8_dot(int8_dot)
-    if int8_dot is not None:
-      self._config.fwd.dot_general = int8_dot
-    self.int8_dots = int8_dot is not int8_dot_in_float32
+    self._config.fwd.dot_general = INT8_DOTS[self.int8_dot]
 
   def _dot_general_cls(self, weight_mode: QuantMode):
     return functools.partial(
@@ -187,14 +209,14 @@ class QwixInt8(_Engine):
 
   The rule matches `dot_general` only, i.e. every Dense; the attention einsums stay float as
   with AQT. Weights get per-output-channel absmax scales, activations dynamic per-token ones,
-  so the stored form has AQT's layout, and the served model runs int8 x int8 dot_generals.
+  so the stored form has AQT's layout, and the served model runs int8 x int8 dot_generals:
+  always XLA's own (Qwix has no hook for another dot).
   """
   name = 'qwix'
   numerics = AqtInt8.numerics
-  int8_dots = True
 
   def __init__(self):
-    super().__init__()
+    super().__init__('native')
     rule = dict(module_path='.*', op_names=('dot_general',), weight_qtype=jnp.int8,
                 act_qtype=jnp.int8)
     self._qt_rules = [qwix.QtRule(**rule)]
@@ -269,19 +291,16 @@ class FixedPointEngine(_Engine):
 
   name = 'fixed'
 
-  def __init__(self, spec: fixed_point.FixedPoint, int8_dot=None):
-    super().__init__()
+  def __init__(self, spec: fixed_point.FixedPoint, int8_dot: str = 'auto'):
+    super().__init__(int8_dot)
     self.spec = spec
-    int8_dot = _cpu_int8_dot(int8_dot) or jax.lax.dot_general
-    self.int8_dots = int8_dot is not int8_dot_in_float32
-    self._int8_dot = int8_dot
 
   def describe(self) -> dict:
-    return self.spec.describe()
+    return {**self.spec.describe(), 'int8_dot': self.int8_dot}
 
   def _model(self, model, serve: bool):
     dense_cls = functools.partial(fixed_point.FixedPointDense, numerics=self.spec,
-                                  serve=serve, int8_dot=self._int8_dot)
+                                  serve=serve, int8_dot=INT8_DOTS[self.int8_dot])
     return model.clone(dense_cls=dense_cls, embedding_quantizer=None)
 
   def training_model(self, model):
@@ -325,20 +344,25 @@ INT8_ENGINES = ('aqt', 'qwix')  # Per-channel and per-token scales, the same int
 
 
 def engine_of(numerics: dict):
-  """The engine that made a stored model, from its `describe()` record."""
+  """The engine that made a stored model, from its `describe()` record. Its int8 dots run as
+  this machine runs them best (`int8_dot_path`), whatever the recorded `int8_dot`: the two
+  paths compute the same integers."""
   fields = {f: numerics[f] for f in ('width', 'frac_width', 'inputs', 'weights', 'biases')
             if f in numerics}
   return get_engine(numerics['engine'], fields)
 
 
-def get_engine(name: str, fixed_point_config=None):
+def get_engine(name: str, fixed_point_config=None, int8_dot: str = 'auto'):
   """The engine called `name`; 'fixed' takes its numerics from `fixed_point_config` (the
-  config's `compression.fixed_point`: width, frac_width, inputs, weights, biases)."""
+  config's `compression.fixed_point`: width, frac_width, inputs, weights, biases). `int8_dot`
+  (config.compression.int8_dot) says how int8 dots run (`int8_dot_path`); Qwix runs XLA's."""
   if name not in ENGINES:
     raise UserError(f'unknown quantization engine {name!r}; known: {", ".join(ENGINES)}')
   if name == 'fixed':
-    return FixedPointEngine(fixed_point.FixedPoint(**dict(fixed_point_config or {})))
-  return ENGINES[name]()
+    return FixedPointEngine(fixed_point.FixedPoint(**dict(fixed_point_config or {})), int8_dot)
+  if name == 'qwix':
+    return QwixInt8()
+  return AqtInt8(int8_dot)
 
 
 def tree_bytes(tree) -> int:

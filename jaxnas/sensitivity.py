@@ -81,7 +81,7 @@ def setting_experiment(exp: workflows.Experiment, setting: Setting) -> workflows
   cfg.activation_sparsity = setting.activation_sparsity
   cfg.activation_prune_scope = setting.activation_prune_scope
   return dataclasses.replace(exp, config=config, engine=quantization.get_engine(
-      cfg.quant_engine, cfg.fixed_point))
+      cfg.quant_engine, cfg.fixed_point, cfg.int8_dot))
 
 
 def score_setting(exp: workflows.Experiment, trained: workflows.TrainedModel,

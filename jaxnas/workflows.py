@@ -97,7 +97,8 @@ def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = T
   return Experiment(config, tok, train_split, validation_split, test_split, trainer,
                     len(splits.label_names),
                     quantization.get_engine(config.compression.quant_engine,
-                                            config.compression.fixed_point), stop_requested,
+                                            config.compression.fixed_point,
+                                            config.compression.int8_dot), stop_requested,
                     splits.label_names)
 
 
@@ -359,6 +360,7 @@ def compare_engines(exp: Experiment, trained: TrainedModel,
   results = {**test_record(score_float(exp, trained), 'float_'),
              'float_model_bytes': quantization.tree_bytes(trained.params), 'engines': {}}
   for name in engines:
-    engine_exp = dataclasses.replace(exp, engine=quantization.get_engine(name))
+    engine_exp = dataclasses.replace(exp, engine=quantization.get_engine(
+        name, int8_dot=exp.config.compression.int8_dot))
     results['engines'][name] = compress_and_score(engine_exp, trained, retrain)
   return results

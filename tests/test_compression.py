@@ -67,37 +67,13 @@ def test_served_int8_logits_match_the_qat_model(model, engine_name):
 @ENGINES
 @QWIX_WARNING
 def test_served_model_computes_int8_matmuls(model, engine_name):
-  # XLA's int8 dots, which AQT's default replaces on a CPU with the exact float32 computation.
-  engine = (quantization.AqtInt8(int8_dot=jax.lax.dot_general) if engine_name == 'aqt' else
-            quantization.get_engine(engine_name))
+  engine = quantization.get_engine(engine_name, int8_dot='native')
   int8 = engine.convert(model, trained_params(model))
   hlo = jax.jit(engine.serving_apply(model)).lower(int8, np.ones((2, 16), np.int32)).as_text()
   int8_dots = [line for line in hlo.splitlines() if 'dot_general' in line and 'xi8>' in line]
   num_dense = len(int8['int8']) - 3  # Minus the three embedding tables.
   assert len(int8_dots) == num_dense == 5 + 6 + 1  # 6 Dense a layer, 1 identity; classifier.
   assert not any('kernel' in path for path in int8['float'])  # No float copy of a weight.
-
-
-def test_int8_dots_in_float32_are_exact_at_any_contraction():
-  rng = np.random.default_rng(0)
-  lhs = rng.integers(-128, 128, (4, 2048), dtype=np.int8)
-  rhs = rng.integers(-128, 128, (2048, 3), dtype=np.int8)
-  lhs[0], rhs[:, 0] = 127, 127  # A sum of 2048 products 127 * 127: not exact in one float32 dot.
-  numbers = (((1,), (0,)), ((), ()))
-  exact = jax.lax.dot_general(lhs, rhs, numbers, preferred_element_type=np.int32)
-  one_float32_dot = jax.lax.dot_general(lhs.astype(np.float32), rhs.astype(np.float32), numbers)
-  assert one_float32_dot[0, 0] != exact[0, 0]
-  np.testing.assert_array_equal(
-      quantization.int8_dot_in_float32(lhs, rhs, numbers, preferred_element_type=np.int32), exact)
-
-
-def test_aqt_on_a_cpu_serves_the_logits_of_xla_int8_dots(model):
-  params = trained_params(model)
-  ids = toy_ids()
-  logits = []
-  for engine in quantization.AqtInt8(), quantization.AqtInt8(int8_dot=jax.lax.dot_general):
-    logits.append(jax.jit(engine.serving_apply(model))(engine.convert(model, params), ids))
-  np.testing.assert_array_equal(*logits)
 
 
 def test_local_sparsity_is_exact_per_tensor_and_global_overall(model):

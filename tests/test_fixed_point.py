@@ -113,7 +113,7 @@ def test_per_tensor_activation_pruning_uses_one_threshold():
 
 
 def test_served_model_computes_int8_matmuls():
-  engine = quantization.FixedPointEngine(Q4_4, int8_dot=jax.lax.dot_general)
+  engine = quantization.FixedPointEngine(Q4_4, int8_dot='native')
   model = BertClassifier(Architecture(2, 2, 32, 64, identity=('layer_0/key',)), 40, 16)
   stored = engine.convert(model, models.init_params(model, jax.random.key(0)))
   hlo = jax.jit(engine.serving_apply(model)).lower(stored, np.ones((2, 16), np.int32)).as_text()
@@ -130,7 +130,7 @@ def test_a_fixed_point_search_names_its_numerics_and_its_model_serves_as_made(tm
   config.compression.activation_prune_scope = 'tensor'
   results = runner.run(runner.RunSpec('compress', 'tpe', 1, str(tmp_path), '', 'test'), config)
   numerics = {'engine': 'fixed', 'width': 8, 'frac_width': 4, 'inputs': True, 'weights': True,
-              'biases': True, 'format': 'Q4.4'}
+              'biases': True, 'format': 'Q4.4', 'int8_dot': quantization.int8_dot_path()}
   assert results['runs']['compress']['compression']['numerics'] == numerics
   best = results['runs']['compress']['best']
   assert best['numerics'] == numerics and best['activation_prune_scope'] == 'tensor'
