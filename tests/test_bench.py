@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 
-from jaxnas import bench
+from jaxnas.bench import measure
 
 
 def test_dot_operand_types_counts_each_dot_of_a_compiled_program():
@@ -16,4 +16,4 @@ def test_dot_operand_types_counts_each_dot_of_a_compiled_program():
   args = (jnp.ones((64, 32)), jnp.ones((32, 16)), jnp.ones((64, 32), jnp.int8),
           jnp.ones((32, 16), jnp.int8))
   text = jax.jit(program).lower(*args).compile().as_text()
-  assert bench.dot_operand_types(text) == {'f32 x f32': 1, 's8 x s8': 1}
+  assert measure.dot_operand_types(text) == {'f32 x f32': 1, 's8 x s8': 1}
