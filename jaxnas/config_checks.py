@@ -12,6 +12,7 @@ _NON_NEGATIVE = ('must be >= 0', lambda v: v >= 0)
 _AT_LEAST_ONE = ('must be >= 1', lambda v: v >= 1)
 _FRACTION = ('must be in [0, 1)', lambda v: 0 <= v < 1)
 _OPEN_FRACTION = ('must be in (0, 1)', lambda v: 0 < v < 1)
+_CLOSED_FRACTION = ('must be in [0, 1]', lambda v: 0 <= v <= 1)
 
 
 def _one_of(*options):
@@ -47,6 +48,19 @@ RULES = {
     'compression.activation_prune_scope': _one_of(*ACTIVATION_PRUNE_SCOPES),
     'compression.retrain_epochs': _POSITIVE,
     'compression.retrain_learning_rate': _POSITIVE,
+    'oneshot.epochs': _POSITIVE,
+    'oneshot.num_random': _NON_NEGATIVE,
+    'oneshot.train_shapes': _AT_LEAST_ONE,
+    'oneshot.learning_rate': _POSITIVE,
+    'oneshot.warmup_steps': _NON_NEGATIVE,
+    'oneshot.distillation': _one_of('inplace', 'none'),
+    'oneshot.largest_only': _CLOSED_FRACTION,
+    'oneshot.prune_start': _CLOSED_FRACTION,
+    'oneshot.prune_end': _CLOSED_FRACTION,
+    'oneshot.top_k': _AT_LEAST_ONE,
+    'oneshot.finalize': _one_of('finetune', 'scratch'),
+    'oneshot.finetune_epochs': _POSITIVE,
+    'oneshot.ranking_archs': _NON_NEGATIVE,
     'search.n_trials': _AT_LEAST_ONE,
     'search.report_every_steps': _NON_NEGATIVE,
     'search.heartbeat_seconds': _POSITIVE,

@@ -194,14 +194,17 @@ class Projection(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, gate=None):
+    """With `gate` (a traced 0/1), the Dense's output where it is 1 and `x` where it is 0."""
     if not self.linear:
       return x
+    y = x
     if self.activation_sparsity > 0:
-      x = prune_activations(x, self.activation_sparsity, self.activation_prune_scope)
-    return self.dense_cls(self.features, dot_general_cls=self.dot_general_cls,
-                          kernel_init=nn.initializers.normal(INIT_STDDEV), dtype=self.dtype,
-                          name='dense')(x)
+      y = prune_activations(y, self.activation_sparsity, self.activation_prune_scope)
+    y = self.dense_cls(self.features, dot_general_cls=self.dot_general_cls,
+                       kernel_init=nn.initializers.normal(INIT_STDDEV), dtype=self.dtype,
+                       name='dense')(y)
+    return y if gate is None else jnp.where(gate > 0, y, x)
 
 
 class EncoderLayer(nn.Module):
@@ -219,18 +222,20 @@ class EncoderLayer(nn.Module):
   first_token_only: bool = False
 
   @nn.compact
-  def __call__(self, x, attention_bias, seed: Optional[jax.Array]):
+  def __call__(self, x, attention_bias, seed: Optional[jax.Array], gates=None):
     arch, (batch, length, _) = self.arch, x.shape
     heads, head_dim = arch.num_heads, arch.hidden_size // arch.num_heads
     name = lambda p: f'layer_{self.index}/{p}'
+    gate = lambda p: None if gates is None else gates.get(name(p))
     # Heads-major [B, H, L, D] operands: XLA on CPU runs both attention matmuls and the softmax
     # between them 1.3-1.7x as fast this way as with [B, L, H, D] ones (BENCHMARKS.md).
     split_heads = lambda y: y.reshape(batch, y.shape[1], heads, head_dim).transpose(0, 2, 1, 3)
-    k, v = (split_heads(self.dense(arch.hidden_size, arch.is_linear(name(p)), name=p)(x))
-            for p in ('key', 'value'))
+    k, v = (split_heads(self.dense(arch.hidden_size, arch.is_linear(name(p)), name=p)(
+        x, gate(p))) for p in ('key', 'value'))
     if self.first_token_only:
       x = x[:, :1]
-    q = split_heads(self.dense(arch.hidden_size, arch.is_linear(name('query')), name='query')(x))
+    q = split_heads(self.dense(arch.hidden_size, arch.is_linear(name('query')), name='query')(
+        x, gate('query')))
     # Scaling q rather than the scores: XLA on CPU fuses a scaled [B, H, L, L] dot worse.
     scores = jnp.einsum('bhqd,bhkd->bhqk', q * jnp.asarray(head_dim ** -0.5, x.dtype), k)
     probs = jax.nn.softmax(scores.astype(jnp.float32) + attention_bias, axis=-1)
@@ -238,12 +243,14 @@ class EncoderLayer(nn.Module):
                                                  (batch, heads, length, length))
     context = jnp.einsum('bhqk,bhkd->bhqd', probs, v).transpose(0, 2, 1, 3).reshape(x.shape)
     attention = self.dense(arch.hidden_size, arch.is_linear(name('attention_output')),
-                           name='attention_output')(context)
+                           name='attention_output')(context, gate('attention_output'))
     attention = Dropout(self.dropout_rate)(attention, seed, (batch, length, arch.hidden_size))
     x = nn.LayerNorm(epsilon=1e-12, dtype=self.dtype, name='attention_norm')(x + attention)
     hidden = nn.gelu(self.dense(arch.intermediate_size, arch.is_linear(name('intermediate')),
-                                name='intermediate')(x), approximate=False)
-    output = self.dense(arch.hidden_size, arch.is_linear(name('output')), name='output')(hidden)
+                                name='intermediate')(x, gate('intermediate')),
+                     approximate=False)
+    output = self.dense(arch.hidden_size, arch.is_linear(name('output')), name='output')(
+        hidden, gate('output'))
     output = Dropout(self.dropout_rate)(output, seed, (batch, length, arch.hidden_size))
     return nn.LayerNorm(epsilon=1e-12, dtype=self.dtype, name='output_norm')(x + output)
 
@@ -264,7 +271,9 @@ class BertClassifier(nn.Module):
   dtype: Any = 'float32'  # Computation dtype: 'float32' or 'bfloat16' (mixed precision).
 
   @nn.compact
-  def __call__(self, input_ids, deterministic: bool = True):
+  def __call__(self, input_ids, deterministic: bool = True, gates: Optional[dict] = None):
+    """`gates`, {square Dense name: 0/1} (traced), turns Dense layers of the architecture into
+    the identity, as data: one program serves every identity pattern (one-shot scoring)."""
     arch, dtype = self.arch, jnp.dtype(self.dtype)
     dense = lambda features, linear=True, name=None: Projection(
         features, linear, self.dot_general_cls, self.activation_sparsity,
@@ -286,8 +295,9 @@ class BertClassifier(nn.Module):
     for i in range(arch.num_layers):
       x = EncoderLayer(arch, i, self.dropout_rate, self.attention_dropout_rate, dense, dtype,
                        first_token_only=cls_only_last_block and i == arch.num_layers - 1,
-                       name=f'layer_{i}')(x, attention_bias, seed)
-    pooled = jnp.tanh(dense(arch.hidden_size, arch.is_linear('pooler'), name='pooler')(x[:, 0]))
+                       name=f'layer_{i}')(x, attention_bias, seed, gates)
+    pooled = jnp.tanh(dense(arch.hidden_size, arch.is_linear('pooler'), name='pooler')(
+        x[:, 0], None if gates is None else gates.get('pooler')))
     pooled = Dropout(self.dropout_rate)(pooled, seed)
     return dense(self.num_classes, name='classifier')(pooled).astype(jnp.float32)
 

@@ -26,16 +26,16 @@ import json
 import os
 import time
 
+import flax
 import jax
 import numpy as np
 import scipy.stats
 
-from jaxnas import (checkpoints, elastic, objectives, plots, search, search_space, stats,
-                    supernet, workflows)
+from jaxnas import (checkpoints, elastic, objectives, plots, pruning, quantization, search,
+                    search_space, stats, supernet, train, workflows)
 from jaxnas.errors import UserError
 from jaxnas.models import Architecture
 
-FINALIZE = ('finetune', 'scratch')
 BOOTSTRAP_SAMPLES = 2000
 
 
@@ -77,17 +77,81 @@ def inherited(exp, params, arch: Architecture) -> workflows.TrainedModel:
   return workflows.TrainedModel(model, elastic.slice_params(params, model))
 
 
-def score_candidate(exp, params, arch: Architecture) -> tuple[dict, workflows.CompressedModel]:
-  """The served int8 model of `arch` with inherited weights, scored on validation."""
+def score_candidate(exp, params, arch: Architecture) -> dict:
+  """The served int8 model of `arch` with inherited weights, scored on validation: built,
+  converted and compiled for this architecture."""
   start = time.perf_counter()
   compressed = workflows.compress(exp, inherited(exp, params, arch))
-  record = {'validation_accuracy': compressed.accuracy, **workflows.compression_record(compressed),
-            'n_validation': len(exp.validation_split), 'architecture': arch.to_dict(),
+  return {'validation_accuracy': compressed.accuracy, **workflows.compression_record(compressed),
+          'n_validation': len(exp.validation_split), 'architecture': arch.to_dict(),
+          'trial_seconds': time.perf_counter() - start}
+
+
+class ShapeScorer:
+  """`score_candidate` with one conversion and one evaluation program per size shape.
+
+  Built for each architecture, a served model compiles both programs anew for every identity
+  pattern, most of a small candidate's scoring time on a 2-core CPU (README: One-shot search).
+  Here the all-Linear model of the candidate's size shape is pruned and converted, and runs
+  with the candidate's Linear/Identity choices as data (`BertClassifier`'s `gates`): a skipped
+  Dense's output is replaced by its input, so the logits are the architecture's own, and its
+  size and sparsity count the architecture's layers only (tests/test_oneshot.py). That holds
+  where every tensor is pruned on its own (local scope) and latency is not an objective (the
+  shape's program also computes the skipped Dense layers): otherwise `exact` is False and each
+  candidate goes to `score_candidate`.
+  """
+
+  def __init__(self, exp, params, goals: objectives.Objectives):
+    self.exp, self.params = exp, params
+    self.exact = (exp.config.compression.prune_scope == 'local'
+                  and 'latency' not in goals.names)
+    self._apply_fns = {}
+
+  def _serving_apply(self, model):
+    if model not in self._apply_fns:
+      serve = self.exp.engine.serving_apply(model)
+      self._apply_fns[model] = lambda variables, input_ids, deterministic=True: serve(
+          variables['stored'], input_ids, deterministic, gates=variables['gates'])
+    return self._apply_fns[model]
+
+  def served(self, arch: Architecture) -> tuple:
+    """(apply_fn, variables) of `arch`'s served int8 model through its shape's programs, and
+    the model's record: its sparsity and bytes."""
+    exp, cfg = self.exp, self.exp.config.compression
+    shape = elastic.size_shape(arch)
+    model = exp.build_model(shape).clone(activation_sparsity=cfg.activation_sparsity,
+                                         activation_prune_scope=cfg.activation_prune_scope)
+    params = elastic.slice_params(self.params, model)
+    params = train.apply_masks(params, pruning.magnitude_masks(params, cfg.weight_sparsity))
+    stored = exp.engine.convert(model, params)
+    gates = dict(zip(elastic.gate_names(shape), elastic.gates_of(arch)))
+    used = lambda path: not any(f'/{name}/' in f'/{path}' for name in arch.identity)
+    return self._serving_apply(model), {'stored': stored, 'gates': gates}, {
+        'activation_sparsity': cfg.activation_sparsity,
+        'activation_prune_scope': cfg.activation_prune_scope,
+        'sparsity': pruning.measured_sparsity(_keep_paths(params, used))['overall'],
+        'model_bytes': quantization.tree_bytes(_keep_paths(stored, used))}
+
+  def score(self, arch: Architecture) -> dict:
+    if not self.exact:
+      return score_candidate(self.exp, self.params, arch)
+    start = time.perf_counter()
+    apply_fn, variables, record = self.served(arch)
+    metrics = self.exp.trainer.evaluate(apply_fn, variables, self.exp.validation_split,
+                                        'validation int8', int8_dots=self.exp.engine.int8_dots)
+    return {'validation_accuracy': metrics['accuracy'],
+            'int8_validation_accuracy': metrics['accuracy'], **record,
+            'n_validation': len(self.exp.validation_split), 'architecture': arch.to_dict(),
             'trial_seconds': time.perf_counter() - start}
-  return record, compressed
 
 
-def run_search(exp, params, spec, goals: objectives.Objectives, space: dict):
+def _keep_paths(tree, keep) -> dict:
+  """{'/'-joined path: leaf} of `tree`'s leaves whose path `keep` accepts."""
+  return {path: leaf for path, leaf in flax.traverse_util.flatten_dict(tree, sep='/').items()
+          if keep(path)}
+
+
+def run_search(exp, scorer: ShapeScorer, spec, goals: objectives.Objectives, space: dict):
   """Optuna trials over the supernet until `spec.n_trials` are complete; returns the study."""
   study = search.open_study(search.default_storage(spec.workdir) if not spec.storage
                             else spec.storage, spec.study_name, None, goals.directions)
@@ -100,7 +164,7 @@ def run_search(exp, params, spec, goals: objectives.Objectives, space: dict):
     trial = study.ask()
     arch = search_space.suggest_architecture(trial, space)
     search.record_architecture(trial, arch)
-    record, _ = score_candidate(exp, params, arch)
+    record = scorer.score(arch)
     for key, value in record.items():
       trial.set_user_attr(key, value)
     if goals.max_model_bytes:
@@ -189,7 +253,7 @@ def train_standalone(exp, arch: Architecture, store: Store, workdir: str) -> dic
   return record
 
 
-def ranking_check(exp, params, store: Store, workdir: str) -> dict:
+def ranking_check(exp, scorer: ShapeScorer, store: Store, workdir: str) -> dict:
   """One-shot estimates vs standalone `retrain` trials of architectures spread over the space."""
   archs = spread_architectures(search_space.validate_space(exp.config.search.space),
                                exp.config.oneshot.ranking_archs, exp.config.seed)
@@ -197,7 +261,7 @@ def ranking_check(exp, params, store: Store, workdir: str) -> dict:
   for i, arch in enumerate(archs):
     key = arch_key(arch)
     estimate = store.get(f'estimate_{key}') or store.put(
-        f'estimate_{key}', score_candidate(exp, params, arch)[0])
+        f'estimate_{key}', scorer.score(arch))
     standalone = train_standalone(exp, arch, store, workdir)
     print(f'ranking check {i + 1}/{len(archs)}: {describe(arch)}: one-shot '
           f'{estimate["validation_accuracy"]:.3f}, standalone retrain '
@@ -246,8 +310,6 @@ def timed(store: Store, name: str, fn):
 def run(spec, config, stop_requested=lambda: False) -> dict:
   """The whole workflow; writes results.json, summary.md and figures to `spec.workdir`."""
   cfg = config.oneshot
-  if cfg.finalize not in FINALIZE:
-    raise UserError(f'config.oneshot.finalize={cfg.finalize!r}: use one of {FINALIZE}')
   if spec.sampler == 'grid' or jax.process_count() > 1:
     raise UserError('the one-shot workflow runs in one process, with a sampler other than grid')
   space = search_space.validate_space(config.search.space)
@@ -274,13 +336,14 @@ def run(spec, config, stop_requested=lambda: False) -> dict:
                                            'supernet'), cfg.epochs)
     trained['params'] = jax.device_get(state.params)
   params = trained['params']
+  scorer = ShapeScorer(exp, params, goals)
   study = None
 
   def search_phase():
     nonlocal study
-    study = run_search(exp, params, spec, goals, space)
+    study = run_search(exp, scorer, spec, goals, space)
   phases['search'] = timed(store, 'search', search_phase)
-  study = study or run_search(exp, params, spec, goals, space)
+  study = study or run_search(exp, scorer, spec, goals, space)
 
   def finalists_phase():
     finalists = []
@@ -301,11 +364,13 @@ def run(spec, config, stop_requested=lambda: False) -> dict:
              'supernet': phases['supernet'], 'search_seconds': phases['search']['seconds'],
              'finalize_seconds': phases['finalists']['seconds'],
              'finalists': finalists, 'selected': selected,
+             'candidate_programs': 'one per size shape' if scorer.exact else
+                                   'one per architecture',
              'run': {**search.study_results(study, 'oneshot', spec.sampler, spec.workdir, goals,
                                             exp), 'group': 'oneshot', 'repeat': 0}}
   write_outputs(spec.workdir, results)  # The search's results before the long ranking check.
   if cfg.ranking_archs:
-    results['ranking'] = ranking_check(exp, params, store, spec.workdir)
+    results['ranking'] = ranking_check(exp, scorer, store, spec.workdir)
     results['cost'] = cost_comparison(phases, results['ranking'], spec.n_trials)
     write_outputs(spec.workdir, results)
   return results

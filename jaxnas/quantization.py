@@ -185,7 +185,7 @@ class AqtInt8(_Engine):
     serve_model = model.clone(dot_general_cls=self._dot_general_cls(QuantMode.SERVE),
                               embedding_quantizer=None)
 
-    def apply(stored, input_ids, deterministic=True):
+    def apply(stored, input_ids, deterministic=True, gates=None):
       params, frozen = dict(stored['float']), {}
       for path, q in stored['int8'].items():
         if path.endswith('/embedding'):
@@ -199,7 +199,8 @@ class AqtInt8(_Engine):
               dequant_dtype=jnp.float32)
       variables = {'params': flax.traverse_util.unflatten_dict(params, sep='/'),
                    'aqt': flax.traverse_util.unflatten_dict(frozen, sep='/')}
-      return serve_model.apply(variables, input_ids, deterministic=deterministic)
+      return serve_model.apply(variables, input_ids, deterministic=deterministic,
+                               gates=gates)
 
     return apply
 
@@ -264,7 +265,7 @@ class QwixInt8(_Engine):
     ptq_model, abstract = self._ptq_model(model)
     quantized_leaves = _quantized_leaves(abstract)
 
-    def apply(stored, input_ids, deterministic=True):
+    def apply(stored, input_ids, deterministic=True, gates=None):
       params = dict(stored['float'])
       for path, q in stored['int8'].items():
         if path in quantized_leaves:
@@ -273,7 +274,7 @@ class QwixInt8(_Engine):
         else:
           params[path] = q['qvalue'].astype(jnp.float32) * q['scale']
       return ptq_model.apply({'params': flax.traverse_util.unflatten_dict(params, sep='/')},
-                             input_ids, deterministic=deterministic)
+                             input_ids, deterministic=deterministic, gates=gates)
 
     return apply
 
@@ -330,11 +331,11 @@ class FixedPointEngine(_Engine):
   def _make_serving_apply(self, model):
     serve_model = self._model(model, serve=True)
 
-    def apply(stored, input_ids, deterministic=True):
+    def apply(stored, input_ids, deterministic=True, gates=None):
       params = dict(stored['float'])
       params.update({path: q['qvalue'] for path, q in stored['int8'].items()})
       return serve_model.apply({'params': flax.traverse_util.unflatten_dict(params, sep='/')},
-                               input_ids, deterministic=deterministic)
+                               input_ids, deterministic=deterministic, gates=gates)
 
     return apply
 

@@ -101,6 +101,8 @@ class SupernetTrainer:
     cfg = exp.config.oneshot
     self.prune_start, self.prune_end = cfg.prune_start, cfg.prune_end
     self.target_sparsity = exp.config.compression.weight_sparsity
+    self.distill = cfg.distillation == 'inplace'
+    self.largest_only = cfg.largest_only
     self._update = jax.jit(lambda state, grads: state.apply_gradients(grads=grads),
                            donate_argnums=0)
 
@@ -143,13 +145,15 @@ class SupernetTrainer:
     grads = jax.tree.map(jnp.zeros_like, state.params)
     targets = jax.nn.one_hot(batch['labels'], self.exp.num_classes)
     losses, sparsity = [], jnp.float32(self.sparsity(step))
-    for i, arch in enumerate(sandwich(self.space, self.pool, self.num_random,
-                                      self.exp.config.seed, step)):
+    archs = sandwich(self.space, self.pool, self.num_random, self.exp.config.seed, step)
+    if step < self.largest_only * self.num_steps:
+      archs = archs[:1]
+    for i, arch in enumerate(archs):
       grads, loss, logits = self._grad_fn(elastic.size_shape(arch))(
           state.params, grads, jnp.asarray(elastic.gates_of(arch)), sparsity, batch, targets,
           jax.random.fold_in(key, i))
       losses.append(loss)
-      if i == 0:  # In-place distillation from the largest sub-network.
+      if i == 0 and self.distill:  # In-place distillation from the largest sub-network.
         targets = jax.lax.stop_gradient(jax.nn.softmax(logits))
     return self._update(state, grads), {'loss': losses[0]}
 
@@ -160,7 +164,10 @@ class SupernetTrainer:
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
     num_steps = self.num_steps = exp.trainer.num_steps(exp.train_split, num_epochs)
     params = init_params(self.supernet, init_rng)
-    state = train.create_train_state(self.supernet, params, config.train, num_steps,
+    train_config = config.train.copy_and_resolve_references()
+    train_config.learning_rate = config.oneshot.learning_rate
+    train_config.warmup_steps = config.oneshot.warmup_steps
+    state = train.create_train_state(self.supernet, params, train_config, num_steps,
                                      dropout_rng, sharding=exp.trainer.replicated)
     return exp.trainer.fit(
         state, exp.train_split, num_epochs, 'supernet (sandwich, QAT)',

@@ -1,12 +1,15 @@
 """Sub-networks sliced from a supernet are those architectures with those weights."""
 
+import types
+
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from jaxnas import elastic, pruning, train
+from jaxnas import elastic, objectives, oneshot, pruning, quantization, train
 from jaxnas.models import Architecture, BertClassifier, init_params
 
 SETTINGS = dict(vocab_size=60, max_length=12, num_classes=2)
@@ -125,3 +128,28 @@ def test_gradients_of_masked_slices_pass_straight_through(super_params):
 def test_an_architecture_outside_the_supernet_is_refused(super_params):
   with pytest.raises(Exception, match='not a sub-network'):
     elastic.slice_params(super_params, BertClassifier(Architecture(2, 2, 64, 24), **SETTINGS))
+
+
+@pytest.mark.parametrize('engine', ('aqt', 'qwix', 'fixed'))
+@pytest.mark.parametrize('arch', ARCHS[2:], ids=str)
+def test_served_shape_program_is_the_served_architecture(super_params, engine, arch):
+  """One-shot scoring's served model of a size shape with Identity choices as data gives the
+  served architecture's logits, size and sparsity (50% of weights pruned, 50% of activations)."""
+  config = ml_collections.ConfigDict({'compression': dict(
+      weight_sparsity=0.5, prune_scope='local', activation_sparsity=0.5,
+      activation_prune_scope='token')})
+  exp = types.SimpleNamespace(config=config, engine=quantization.get_engine(
+      engine, dict(width=8, frac_width=4, inputs=True, weights=True, biases=True)),
+                              build_model=lambda a: BertClassifier(a, **SETTINGS))
+  scorer = oneshot.ShapeScorer(exp, super_params, objectives.Objectives.parse('accuracy', 0))
+  apply_fn, variables, record = scorer.served(arch)
+  model = BertClassifier(arch, **SETTINGS, activation_sparsity=0.5)
+  params = elastic.slice_params(super_params, model)
+  params = train.apply_masks(params, pruning.magnitude_masks(params, 0.5))
+  stored = exp.engine.convert(model, params)
+  expected = jax.jit(exp.engine.serving_apply(model))(stored, tokens())
+  # Qwix's programs differ in their float rounding, which moved one int8 rounding: 1.2e-4.
+  np.testing.assert_allclose(jax.jit(apply_fn)(variables, tokens()), expected,
+                             atol=5e-4 if engine == 'qwix' else 1e-5)
+  assert record['model_bytes'] == quantization.tree_bytes(stored)
+  assert record['sparsity'] == pruning.measured_sparsity(params)['overall']

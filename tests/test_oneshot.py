@@ -87,6 +87,7 @@ def test_oneshot_run_resumes_after_sigkill(tmp_path):
   assert net['losses'][-1] < net['losses'][0]
   assert 2 <= net['programs_compiled'] <= 4  # Largest, smallest and the pool's 2 shapes.
   assert results['run']['n_complete'] == 4
+  assert results['candidate_programs'] == 'one per size shape'
   selected = results['selected']
   # 45 steps teach the largest sub-networks the easy reviews, not those the search picks
   # (mostly Identity), so the accuracy itself is not asserted.
