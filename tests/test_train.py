@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import toy_split, train_config
-from jaxnas import checkpoints, models, pruning, train
+from jaxnas import checkpoints, models, progress, pruning, train
 from jaxnas.models import Architecture, BertClassifier
 
 ARCH = Architecture(2, 2, 32, 64)
@@ -30,6 +30,18 @@ def test_training_learns_a_learnable_task():
   assert int(state.step) == 4 * 16
   assert losses[-1] < 0.5 * losses[0]
   assert accuracy > 0.9
+
+
+def test_off_a_terminal_the_last_step_is_one_line_with_the_loss(monkeypatch, capsys):
+  monkeypatch.setattr(progress, 'PLAIN_INTERVAL_SECONDS', 0)  # A line at every step.
+  model = BertClassifier(ARCH, 40, 16, dropout_rate=0.0, attention_dropout_rate=0.0)
+  split = toy_split(64, seed=0, length=16)
+  trainer = train.Trainer(16, 64, (16,), seed=0)  # Shows progress, here as plain lines.
+  state = train.create_train_state(model, models.init_params(model, jax.random.key(0)),
+                                   train_config(), 4, jax.random.key(1))
+  trainer.fit(state, split, 1)
+  (last,) = [line for line in capsys.readouterr().err.splitlines() if '4/4' in line]
+  assert 'loss=' in last
 
 
 def test_masked_weights_stay_exactly_zero_during_training():
