@@ -72,6 +72,9 @@ _COORDINATOR = flags.DEFINE_string(
     'TPU VM slice the processes find each other without these three flags).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', 1, 'Multi-process runs: process count.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', 0, 'Multi-process runs: this process, from 0.')
+# Flags that some workflows ignore (jaxnas/unused_settings.py says which).
+GIVEN_FLAGS = ('sampler', 'objectives', 'max_model_bytes', 'n_trials', 'repeats',
+               'trials_in_parallel', 'workdir', 'storage', 'study_name', 'seed', 'checkpoint')
 
 
 def parse_flags(argv):
@@ -85,6 +88,15 @@ def parse_flags(argv):
     if {'--help', '-h', '-?', '--helpshort', '--helpfull'} & set(argv[1:]):
       sys.exit(0)
     raise
+
+
+def given_settings() -> tuple[str, ...]:
+  """The flags and config fields the command line set, as typed (`--n_trials`,
+  `--config.data.train_path`): runner.run refuses those the run would ignore."""
+  flags_given = tuple(f'--{name}' for name in GIVEN_FLAGS if flags.FLAGS[name].present)
+  fields = tuple(f'--config.{field}'
+                 for field in config_flags.get_override_values(flags.FLAGS['config']))
+  return flags_given + fields
 
 
 def main(argv):
@@ -107,7 +119,8 @@ def main(argv):
       n_trials=config.search.n_trials if _N_TRIALS.value is None else _N_TRIALS.value,
       workdir=_WORKDIR.value,
       storage=_STORAGE.value, study_name=_STUDY_NAME.value, checkpoint=_CHECKPOINT.value,
-      repeats=_REPEATS.value, trials_in_parallel=_TRIALS_IN_PARALLEL.value)
+      repeats=_REPEATS.value, trials_in_parallel=_TRIALS_IN_PARALLEL.value,
+      given=given_settings())
   stop_signals = runner.StopSignals()
   stop_signals.install()
   try:

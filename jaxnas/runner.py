@@ -10,7 +10,7 @@ import threading
 
 from jaxnas import (checkpoints, config_checks, distributed, objectives, oneshot, plots,
                     quantization, report, search, search_space, sensitivity, stats, summary,
-                    train, workflows)
+                    train, unused_settings, workflows)
 from jaxnas.errors import UserError
 from jaxnas.models import BertClassifier
 
@@ -34,6 +34,9 @@ class RunSpec:
   checkpoint: str = ''
   repeats: int = 1  # Independent studies per group, seeds config.seed + 0 .. repeats - 1.
   trials_in_parallel: str = '1'  # Trials at once on this host (`train.device_groups`).
+  # What the command line set, as typed (`--n_trials`, `--config.data.train_path`): a setting
+  # that the run would ignore is refused (unused_settings.py).
+  given: tuple[str, ...] = ()
 
 
 class StopSignals:
@@ -62,6 +65,7 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
   if spec.workflow not in ALL_WORKFLOWS:
     raise UserError(f'unknown workflow {spec.workflow!r}; use one of {", ".join(ALL_WORKFLOWS)}')
   config_checks.validate_config(config)
+  unused_settings.check(spec.workflow, config, spec.given)
   if spec.workflow == 'evaluate':
     return evaluate_saved_model(spec.checkpoint, config)
   if spec.workflow == 'engines':
@@ -79,22 +83,32 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
   search.make_pruner(config.search.pruner)
   device_groups = train.device_groups(spec.trials_in_parallel)
   goals = objectives.Objectives.parse(config.search.objectives, config.search.max_model_bytes)
-  os.makedirs(spec.workdir, exist_ok=True)
   leader = distributed.is_leader()  # Process 0 alone reads and writes results and the study.
   if leader:
     check_workdir_config(spec.workdir, config)
-  if spec.workflow == 'oneshot':  # One weight-sharing supernet instead of a trial each.
-    return oneshot.run(spec, config, stop_requested)
   storage = spec.storage or search.default_storage(spec.workdir)
   studies = planned_studies(spec)
   results_path = os.path.join(spec.workdir, 'results.json')
   previous = read_results(results_path, spec.workflow) if leader else {}
-  if distributed.broadcast_json(leader and already_complete(spec, storage, studies, previous)):
+  if spec.workflow != 'oneshot' and distributed.broadcast_json(
+      leader and already_complete(spec, storage, studies, previous)):
     return {'workflow': spec.workflow, 'storage': storage, 'runs': previous}
+  # Nothing is written before the data and the storage have passed their checks: a refused
+  # command leaves no workdir behind (a typo in a path used to leave a config.json that then
+  # refused the corrected command). oneshot.run loads the data again, and says so.
+  splits = workflows.load_data(config.data, announce=leader and spec.workflow != 'oneshot')
+  if leader and spec.storage:  # The default storage is a file the workdir will hold.
+    for planned in studies:
+      search.open_study(storage, planned.study_name, None, goals.directions)
+  if leader:
+    write_workdir_config(spec.workdir, config)
+  if spec.workflow == 'oneshot':  # One weight-sharing supernet instead of a trial each.
+    return oneshot.run(spec, config, stop_requested)
   if config.compilation_cache_dir:
     workflows.use_compilation_cache(config.compilation_cache_dir)
   exp = workflows.prepare_experiment(config, show_progress=leader, stop_requested=stop_requested,
-                                    devices=device_groups[0] if len(device_groups) > 1 else None)
+                                    devices=device_groups[0] if len(device_groups) > 1 else None,
+                                    splits=splits)
   results = {'workflow': spec.workflow, 'storage': storage, 'runs': {}}
   writes_final = False
   for planned in studies:
@@ -368,21 +382,43 @@ def draw_figures(spec: RunSpec, results: dict) -> list[str]:
   return paths
 
 
+def _saved_config(config) -> dict:
+  """The config as config.json keeps it: less the flags of each run, free to change on a
+  rerun."""
+  saved = json.loads(config.to_json_best_effort())
+  for per_run in ('n_trials', 'sampler'):
+    saved['search'].pop(per_run, None)
+  return saved
+
+
+def holds_search_run(workdir: str) -> bool:
+  """Whether `workdir` holds anything of a search (a study, a trial's checkpoints or model,
+  results) besides its config.json: a run refused or stopped before its work began leaves
+  the config alone, and that config may be replaced."""
+  return os.path.isdir(workdir) and any(
+      name != CONFIG_FILE and not name.startswith(f'{CONFIG_FILE}.tmp')
+      for name in os.listdir(workdir))
+
+
 def check_workdir_config(workdir: str, config):
-  """A workdir keeps the config it was started with; another config there is an error."""
+  """A workdir keeps the config its search was started with; another config there is an
+  error. Writes nothing (`write_workdir_config` does, once every check has passed)."""
   path = os.path.join(workdir, CONFIG_FILE)
-  current = json.loads(config.to_json_best_effort())
-  for per_run in ('n_trials', 'sampler'):  # Flags of each run, free to change on a rerun.
-    current['search'].pop(per_run, None)
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    if saved != current:
-      changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-      raise UserError(f'{workdir} holds a search run with a different config (sections differ: '
-                      f'{", ".join(changed)}); use another --workdir')
-  else:
-    search.write_json(path, current)
+  if not os.path.exists(path) or not holds_search_run(workdir):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  current = _saved_config(config)
+  if saved != current:
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    raise UserError(f'{workdir} holds a search run with a different config (sections differ: '
+                    f'{", ".join(changed)}); use another --workdir')
+
+
+def write_workdir_config(workdir: str, config):
+  """Creates the workdir with its config.json (`check_workdir_config` has passed)."""
+  os.makedirs(workdir, exist_ok=True)
+  search.write_json(os.path.join(workdir, CONFIG_FILE), _saved_config(config))
 
 
 def _load_for_evaluation(checkpoint: str, config):

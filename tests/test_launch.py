@@ -35,15 +35,22 @@ def launch(*flags, cwd=ROOT):
     (['--config.compression.weight_sparsity=2'],
      'error: config.compression.weight_sparsity=2.0 must be in [0, 1)'),
     (['--config.data.validation_size=0'], 'error: config.data.validation_size=0.0 must be'),
+    # Checked before anything is written: the data files and their columns, the storage.
+    (['--config.data.train_path=no_such.csv'], 'error: data file not found: no_such.csv'),
+    (['--config.data.text_column=review'], "error: data is missing column(s) ['review']"),
+    # Settings that the run would ignore (tests/test_unused_settings.py has them all).
+    (['--config.data.source=embedded', '--config.data.train_path=reviews.csv'],
+     'error: --config.data.train_path has no effect unless --config.data.source=local'),
+    (['--workflow=report', '--n_trials=3'],
+     'error: --n_trials has no effect with --workflow=report; it is used by --workflow=baseline'),
 ])
-def test_bad_flags_give_one_clear_error(tmp_path, flags, message):
+def test_bad_flags_give_one_clear_error_and_write_nothing(tmp_path, flags, message):
   workdir = tmp_path / 'workdir'
   result = launch(f'--workdir={workdir}', '--config=configs/test.py', *flags)
   assert result.returncode != 0
   assert message in result.stderr
   assert 'Traceback' not in result.stderr
-  if 'storage' not in flags[0]:
-    assert not workdir.exists()  # Refused before any work: nothing written.
+  assert not workdir.exists()  # Refused before any work: nothing written.
 
 
 def spec(tmp_path, workflow, sampler='tpe', n_trials=2):
@@ -175,10 +182,26 @@ def test_samplers_search_one_space_and_repeat(tmp_path, test_config):
 
 def test_workdir_of_another_config_is_refused_untouched(tmp_path, test_config):
   (tmp_path / 'config.json').write_text(json.dumps({'seed': 123}))
+  (tmp_path / 'study.db').write_bytes(b'')  # The study of that config.
   before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
   with pytest.raises(UserError, match='different config'):
     runner.run(spec(tmp_path, 'retrain'), test_config)
   assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_workdir_holding_only_a_config_is_no_search_run(tmp_path, test_config):
+  """A config.json alone is what a refused command of an earlier version left (or a run
+  stopped before its first trial began): the next command's config replaces it."""
+  (tmp_path / 'config.json').write_text(json.dumps({'seed': 123}))
+  runner.check_workdir_config(str(tmp_path), test_config)
+  runner.write_workdir_config(str(tmp_path), test_config)
+  assert json.loads((tmp_path / 'config.json').read_text())['seed'] == test_config.seed
+  for name in ('study.db', 'results.json', 'checkpoints', 'models'):
+    (tmp_path / name).write_text('')  # Each is part of a search run.
+    test_config.seed += 1
+    with pytest.raises(UserError, match='holds a search run with a different config'):
+      runner.check_workdir_config(str(tmp_path), test_config)
+    (tmp_path / name).unlink()
 
 
 def test_compare_runs_three_workflows_into_one_figure(tmp_path, test_config):
