@@ -40,15 +40,57 @@ FINISHED_ERRORS = (ValueError, optuna.exceptions.UpdateFinishedTrialError)
 POLL_SECONDS = 5  # How often a worker with nothing to run checks the study again.
 WORKER = f'{socket.gethostname()}:{os.getpid()}'
 STARTED = datetime.datetime.now()  # Local and naive, like Optuna's trial times.
+STALE_REASON = 'no heartbeat for config.search.grace_seconds (its worker died or hung)'
 
 
 class GridSampler(optuna.samplers.GridSampler):
-  """Optuna's grid sampler, less its `study.stop()` once every point was visited: outside
+  """Optuna's grid sampler, its points in a seeded random order, with two changes.
+
+  Each new trial takes the first point that no finished or running trial has: Optuna's takes
+  the point at the trial's number, which skipped a point once an interrupted trial was retried
+  under a new number. And no `study.stop()` once every point was visited: outside
   `Study.optimize` (this module asks and tells) that raises, and the trial loop stops at
-  `n_trials` by itself. Unvisited points are drawn in a seeded random order."""
+  `n_trials` by itself.
+  """
+
+  def before_trial(self, study, trial):
+    if 'grid_id' in trial.system_attrs or 'fixed_params' in trial.system_attrs:
+      return  # A retry: its parameters are fixed.
+    # pylint: disable=protected-access
+    taken = set()
+    for other in study.get_trials(deepcopy=False, states=(COMPLETE, PRUNED, RUNNING)):
+      if 'grid_id' in other.system_attrs:
+        taken.add(self._all_grids[other.system_attrs['grid_id']])
+      if set(other.params) == set(self._param_names):  # A retry has no grid_id.
+        taken.add(tuple(other.params[name] for name in self._param_names))
+    free = [i for i, point in enumerate(self._all_grids) if point not in taken]
+    # Every point taken (workers racing for the last ones): a duplicate, which is skipped.
+    study._storage.set_trial_system_attr(trial._trial_id, 'search_space', self._search_space)
+    study._storage.set_trial_system_attr(trial._trial_id, 'grid_id', free[0] if free else 0)
 
   def after_trial(self, study, trial, state, values):
     del study, trial, state, values
+
+
+class NSGAIISampler(optuna.samplers.NSGAIISampler):
+  """Optuna's NSGA-II, in which the retry of an interrupted trial belongs to the generation
+  of the trial it retries.
+
+  Optuna gives a trial with fixed parameters (a retry) no generation: it joined no population,
+  so the generation took one trial more and bred other children than without the interruption.
+  """
+
+  def before_trial(self, study, trial):
+    super().before_trial(study, trial)
+    retried = trial.user_attrs.get('retry_of')
+    if retried is None:
+      return
+    # pylint: disable=protected-access
+    storage, key = study._storage, self._get_generation_key()
+    original = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(
+        study._study_id, retried))
+    if key in original.system_attrs:
+      storage.set_trial_system_attr(trial._trial_id, key, original.system_attrs[key])
 
 
 def make_sampler(name: str, seed: int, space: dict) -> optuna.samplers.BaseSampler:
@@ -61,12 +103,28 @@ def make_sampler(name: str, seed: int, space: dict) -> optuna.samplers.BaseSampl
   if name == 'tpe':
     return optuna.samplers.TPESampler(seed=seed)
   if name == 'nsga2':
-    return optuna.samplers.NSGAIISampler(seed=seed)
+    return NSGAIISampler(seed=seed)
   raise UserError(f'unknown sampler {name!r}; use one of {", ".join(SAMPLERS)}')
 
 
-def sampler_seed(seed: int, n_trials_so_far: int) -> int:
-  return int(np.random.SeedSequence([seed, n_trials_so_far]).generate_state(1)[0])
+def sampler_seed(seed: int, *counts: int) -> int:
+  """A seed of its own for each `counts` (e.g. trials so far), and for each run seed."""
+  return int(np.random.SeedSequence([seed, *counts]).generate_state(1)[0])
+
+
+def proposal_sampler(name: str, seed: int, space: dict, slot: int,
+                     attempt: int = 0) -> optuna.samplers.BaseSampler:
+  """The sampler that proposes a study's next trial, when `slot` trials are finished or
+  running, after `attempt` proposals for it that repeated an earlier trial.
+
+  Seeded from these alone, a search proposes the same trials whether or not it was
+  interrupted and resumed: the sampler does not carry random state from one proposal to the
+  next, which a rerun would start afresh. TPE and NSGA-II read the finished trials, which a
+  resumed search has too. The grid keeps the run's seed: it fixes the order of the points,
+  which each proposal goes on with.
+  """
+  return make_sampler(name, seed if name == 'grid' else sampler_seed(seed, slot, attempt),
+                      space)
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -194,19 +252,14 @@ def run_study(exp: workflows.Experiment, workflow: str, sampler_name: str, n_tri
   pruner = None if goals.multi else make_pruner(cfg.pruner)
   study = open_study(storage, study_name, None, goals.directions, pruner,
                      cfg.heartbeat_seconds, cfg.grace_seconds)
-  # Seeded by the trials so far: a rerun does not replay the random draws of the first run
-  # (and repeats with seeds s and s + 1 never share a stream). The grid's seed fixes the order
-  # of its points, which must stay the same when a rerun continues it.
-  seed = exp.config.seed if sampler_name == 'grid' else sampler_seed(exp.config.seed,
-                                                                      len(study.trials))
-  study.sampler = make_sampler(sampler_name, seed, space)
+  propose = functools.partial(proposal_sampler, sampler_name, exp.config.seed, space)
   to_run = n_trials - min(len(finished(study)), n_trials)
   steps_per_trial = announce_work(exp, workflow, study_name, to_run)
   with progress.bar(total=n_trials, initial=n_trials - to_run, unit='trial',
                     desc=f'{workflow}/{sampler_name}',
                     bar_format=progress.WITHOUT_ESTIMATE) as bar:
     loop = TrialLoop(study, workflow, workdir, n_trials, suggest, goals, bar, on_trial_done,
-                     steps_per_trial)
+                     steps_per_trial, propose)
     if device_groups and len(device_groups) > 1:
       loop.run_side_by_side(exp, device_groups)
     else:
@@ -235,10 +288,11 @@ class TrialLoop:
   of the training steps so far."""
 
   def __init__(self, study: optuna.Study, workflow: str, workdir: str, n_trials: int, suggest,
-               goals: objectives.Objectives, bar, on_trial_done, steps_per_trial: int):
+               goals: objectives.Objectives, bar, on_trial_done, steps_per_trial: int,
+               propose):
     self.study, self.workflow, self.workdir, self.n_trials = study, workflow, workdir, n_trials
     self.suggest, self.goals, self.bar, self.on_trial_done = suggest, goals, bar, on_trial_done
-    self.steps_per_trial = steps_per_trial
+    self.steps_per_trial, self.propose = steps_per_trial, propose
     to_run = n_trials - min(len(finished(study)), n_trials)
     self.time_left = progress.TimeLeft(to_run * steps_per_trial)
     self.lock = threading.Lock()  # Around the bar, the time left, results and the best model.
@@ -263,7 +317,7 @@ class TrialLoop:
     while True:
       try:
         asked = next_trial(study, self.n_trials, self.suggest, exp.stop_requested, bar,
-                           cfg.grace_seconds, ask_lock=self.ask_lock)
+                           cfg.grace_seconds, ask_lock=self.ask_lock, propose=self.propose)
       except KeyboardInterrupt:
         distributed.broadcast_json('stop')
         raise
@@ -282,9 +336,10 @@ class TrialLoop:
         trial.set_user_attr('pruned', str(pruned))
         state, values, line = PRUNED, None, f'trial {trial.number}: pruned ({pruned})'
       except (KeyboardInterrupt, SystemExit):
-        requeue(study, trial.number, trial.params)  # Interrupted, not failed: run it again.
+        requeue(study, trial, 'interrupted')  # Not failed: run it again.
         raise
-      except Exception:
+      except Exception as e:
+        trial.set_user_attr('failed', error_text(e))
         study.tell(trial, state=FAIL)
         raise
       else:
@@ -412,13 +467,14 @@ def train_and_save(exp: workflows.Experiment, arch, workflow: str, workdir: str,
 
 
 def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
-               grace_seconds: float, ask_lock: threading.Lock,
+               grace_seconds: float, ask_lock: threading.Lock, propose,
                max_duplicates: int = 100) -> tuple[optuna.Trial, object] | None:
   """(trial, architecture) this worker runs next, or None once `n_trials` trials are finished.
 
   Waits while the trials other workers are running would complete the study. Several workers
   may ask at the same moment: a trial asked beyond the missing count, or with the parameters
-  of an earlier trial, is marked failed (user attr `skipped`) and never run.
+  of an earlier trial, is marked failed (user attr `skipped`) and never run. `propose(slot,
+  attempt)` is the sampler of each new trial (`proposal_sampler`).
   """
   duplicates = 0
   while True:
@@ -427,7 +483,8 @@ def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
     # Threads of one process (trials side by side) take turns: two popped the same queued
     # retry, or both queued a retry of the same dead trial.
     with ask_lock:
-      outcome = _ask_once(study, n_trials, suggest, grace_seconds, bar)
+      outcome = _ask_once(study, n_trials, suggest, grace_seconds, bar,
+                          functools.partial(propose, attempt=duplicates))
     if outcome is None:
       return None
     if outcome == 'wait':
@@ -444,7 +501,8 @@ def next_trial(study: optuna.Study, n_trials: int, suggest, stop_requested, bar,
     return trial, arch
 
 
-def _ask_once(study: optuna.Study, n_trials: int, suggest, grace_seconds: float, bar):
+def _ask_once(study: optuna.Study, n_trials: int, suggest, grace_seconds: float, bar,
+              propose):
   """One attempt of `next_trial`: None (the study is finished), 'wait' (shown on `bar`),
   'surplus' or 'duplicate' (a trial asked and marked failed), or (trial, architecture)."""
   optuna.storages.fail_stale_trials(study)
@@ -455,6 +513,7 @@ def _ask_once(study: optuna.Study, n_trials: int, suggest, grace_seconds: float,
   if counts[COMPLETE] + counts[PRUNED] + counts[RUNNING] >= n_trials and not counts[WAITING]:
     bar.set_postfix_str(f'waiting for {counts[RUNNING]} running trial(s)')
     return 'wait'
+  study.sampler = propose(counts[COMPLETE] + counts[PRUNED] + counts[RUNNING])
   trial = study.ask()
   trial.set_user_attr('worker', WORKER)  # First, so a kill from here on is detected.
   earlier = [t for t in study.get_trials(deepcopy=False, states=(COMPLETE, PRUNED, RUNNING))
@@ -471,21 +530,34 @@ def _ask_once(study: optuna.Study, n_trials: int, suggest, grace_seconds: float,
   return trial, arch
 
 
-def requeue(study: optuna.Study, number: int, params: dict):
-  """Marks an unfinished trial as failed and queues its parameters to be tried again.
+def requeue(study: optuna.Study, trial, reason: str):
+  """Marks an unfinished trial (an `optuna.Trial` or a frozen one) as failed, saying why
+  (user attr `failed`), and queues its parameters to be tried again.
 
   When several workers find the same dead trial, only the one whose update succeeds queues it.
   """
   try:
-    study.tell(number, state=FAIL)
+    # pylint: disable-next=protected-access
+    study._storage.set_trial_user_attr(trial._trial_id, 'failed', reason)
+    study.tell(trial.number, state=FAIL)
   except FINISHED_ERRORS:
     return
-  study.enqueue_trial(params, user_attrs={'retry_of': number}, skip_if_exists=False)
+  study.enqueue_trial(trial.params, user_attrs={'retry_of': trial.number}, skip_if_exists=False)
 
 
 def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial):
-  """Heartbeat-stale trials (already marked failed by Optuna) run again with their params."""
-  study.enqueue_trial(trial.params, user_attrs={'retry_of': trial.number}, skip_if_exists=False)
+  """Heartbeat-stale trials (already marked failed by Optuna, which then takes no attribute)
+  run again with their params; the retry says why (`trial_records` moves it to the failed
+  trial)."""
+  study.enqueue_trial(trial.params, user_attrs={'retry_of': trial.number,
+                                                'retry_reason': STALE_REASON},
+                      skip_if_exists=False)
+
+
+def error_text(error: BaseException) -> str:
+  """'ValueError: its message', first line only."""
+  message = str(error).splitlines()[0] if str(error) else ''
+  return f'{type(error).__name__}: {message}' if message else type(error).__name__
 
 
 def requeue_dead_trials(study: optuna.Study, grace_seconds: float):
@@ -495,8 +567,10 @@ def requeue_dead_trials(study: optuna.Study, grace_seconds: float):
   too_old = datetime.datetime.now() - datetime.timedelta(seconds=grace_seconds)
   for trial in study.get_trials(deepcopy=False, states=(RUNNING,)):
     worker = trial.user_attrs.get('worker')
-    if _dead_local_worker(worker or '') or (worker is None and trial.datetime_start < too_old):
-      requeue(study, trial.number, trial.params)
+    if _dead_local_worker(worker or ''):
+      requeue(study, trial, f'its worker ({worker}) died')
+    elif worker is None and trial.datetime_start < too_old:
+      requeue(study, trial, 'its worker died before it started')
 
 
 def _dead_local_worker(worker: str) -> bool:
@@ -544,9 +618,18 @@ def summary_line(number: int, record: dict) -> str:
 
 
 def trial_records(study: optuna.Study) -> list[dict]:
-  return [{'number': t.number, 'state': t.state.name, 'params': t.params,
-           'value': t.values[0] if t.values else None, 'values': t.values, **t.user_attrs}
-          for t in study.get_trials(deepcopy=False)]
+  """One record per trial; a failed trial's says why (`failed`; `skipped` if never run)."""
+  trials = study.get_trials(deepcopy=False)
+  stale = {t.user_attrs['retry_of']: t.user_attrs['retry_reason'] for t in trials
+           if 'retry_reason' in t.user_attrs}
+  records = []
+  for t in trials:
+    record = {'number': t.number, 'state': t.state.name, 'params': t.params,
+              'value': t.values[0] if t.values else None, 'values': t.values, **t.user_attrs}
+    if t.state == FAIL and t.number in stale:
+      record.setdefault('failed', stale[t.number])
+    records.append(record)
+  return records
 
 
 def best_so_far(study: optuna.Study, goals: objectives.Objectives) -> list[float]:

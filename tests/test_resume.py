@@ -1,17 +1,22 @@
 """A killed or interrupted search loses no finished trial and retries the unfinished one."""
 
 import datetime
+import functools
+import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import optuna
+import pytest
 
-from jaxnas import search
+from jaxnas import progress, runner, search, search_space
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,9 +35,25 @@ def test_trials_of_dead_workers_are_requeued_with_their_parameters(tmp_path):
   states = {t.number: t.state for t in study.trials}
   assert states[trial.number] == states[nameless.number] == optuna.trial.TrialState.FAIL
   assert states[alive.number] == optuna.trial.TrialState.RUNNING
+  failed = {t['number']: t.get('failed') for t in search.trial_records(study)}
+  assert failed[trial.number] == f'its worker ({socket.gethostname()}:{dead.pid}) died'
+  assert failed[nameless.number] == 'its worker died before it started'
   retried, _ = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
   assert retried.params == {} and retried.system_attrs['fixed_params'] == trial.params
   assert retried.user_attrs['retry_of'] == trial.number
+
+
+def test_a_trial_without_heartbeats_is_retried_and_its_record_says_why(tmp_path):
+  study = search.open_study(f'sqlite:///{tmp_path}/s.db', 's', None, heartbeat_seconds=1,
+                            grace_seconds=1)
+  trial = study.ask()
+  trial.suggest_int('num_layers_idx', 0, 2)
+  study._storage.record_heartbeat(trial._trial_id)  # pylint: disable=protected-access
+  time.sleep(2)  # Then its worker hung.
+  optuna.storages.fail_stale_trials(study)
+  failed, retry = search.trial_records(study)
+  assert failed['state'] == 'FAIL' and failed['failed'] == search.STALE_REASON
+  assert retry['state'] == 'WAITING' and retry['retry_of'] == failed['number']
 
 
 def test_only_a_later_run_writes_the_results_of_a_dead_finisher(tmp_path, monkeypatch):
@@ -76,6 +97,7 @@ def test_sigterm_stops_cleanly_and_a_rerun_retries_the_interrupted_trial(tmp_pat
   trials = json.loads(results.read_text())['trials']
   assert [t['state'] for t in trials] == ['COMPLETE', 'FAIL', 'COMPLETE']
   assert trials[2]['retry_of'] == 1 and trials[2]['params'] == trials[1]['params']
+  assert trials[1]['failed'] == 'interrupted'
   assert trials[2]['resumed_from_step']['float'] > 0  # From its checkpoint, not from step 0.
   assert trials[0]['resumed_from_step']['float'] == 0
   assert not any((tmp_path / 'checkpoints').rglob('*.orbax-checkpoint*'))
@@ -127,3 +149,118 @@ def test_kill_9_at_several_points_loses_no_finished_work(tmp_path):
   assert (first['number'], first['retry_of'], trials[1]['retry_of']) == (2, 1, 0)
   assert trials[0]['params'] == trials[1]['params'] == first['params']
   assert first['resumed_from_step']['float'] >= max(saved_steps) > 0
+
+
+def _objective(params: dict, index: int) -> float:
+  """A fixed score of an architecture, for a sampler to learn from (no training here)."""
+  digest = hashlib.sha256(f'{index}{json.dumps(params, sort_keys=True)}'.encode()).digest()
+  return int.from_bytes(digest[:4], 'little') / 2**32
+
+
+def _proposed_trials(storage: str, sampler: str, n_trials: int, interruptions) -> list[dict]:
+  """The parameters of the complete trials of a search run to `n_trials`, its process
+  restarted (a new Study object) at each of `interruptions`: (trial k, 'asked') leaves trial
+  k unfinished, as a stopped run does, and (k, 'done') stops between trials."""
+  space = search_space.validate_space(search_space.LAB_SPACE)
+  suggest = functools.partial(search_space.suggest_architecture, space=space,
+                              with_identity_choices=sampler != 'grid')
+  directions = ('maximize', 'minimize') if sampler == 'nsga2' else ('maximize',)
+  propose = functools.partial(search.proposal_sampler, sampler, 7, space)
+  interruptions, asked_count = list(interruptions), 0
+  while True:
+    study = search.open_study(storage, 'study', None, directions)  # A new process.
+    with progress.bar(total=n_trials, disable=True) as bar:
+      while (asked := search.next_trial(study, n_trials, suggest, lambda: False, bar,
+                                        grace_seconds=60, ask_lock=threading.Lock(),
+                                        propose=propose)) is not None:
+        trial, _ = asked
+        if interruptions and interruptions[0] == (asked_count, 'asked'):
+          interruptions.pop(0)
+          search.requeue(study, trial, 'interrupted')
+          break
+        study.tell(trial, [_objective(trial.params, i) for i in range(len(directions))])
+        asked_count += 1
+        if interruptions and interruptions[0] == (asked_count, 'done'):
+          interruptions.pop(0)
+          break
+      else:
+        return [t.params for t in search.completed(study)]
+
+
+@pytest.mark.parametrize('sampler, n_trials', [('grid', 12), ('random', 12), ('tpe', 16),
+                                               ('nsga2', 55)])
+def test_interrupted_searches_propose_the_trials_of_an_uninterrupted_one(tmp_path, sampler,
+                                                                         n_trials):
+  """TPE's model takes over after 10 trials, NSGA-II breeds after its first 50."""
+  uninterrupted = _proposed_trials(f'sqlite:///{tmp_path}/a.db', sampler, n_trials, [])
+  assert len(uninterrupted) == n_trials
+  assert len({json.dumps(p, sort_keys=True) for p in uninterrupted}) == n_trials
+  rng = random.Random(sampler)  # Two stops mid-trial and two between trials, at random.
+  kinds = ['asked', 'done'] * 2
+  rng.shuffle(kinds)
+  interruptions = list(zip(sorted(rng.sample(range(1, n_trials - 1), 4)), kinds))
+  interrupted = _proposed_trials(f'sqlite:///{tmp_path}/b.db', sampler, n_trials,
+                                 interruptions)
+  assert interrupted == uninterrupted, interruptions
+
+
+def _timed_output(command) -> list[tuple[float, str]]:
+  """Runs `command` to its end: each line of its output (standard output and error in the
+  order written) with the seconds since the start."""
+  start = time.monotonic()
+  with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True) as process:
+    lines = [(time.monotonic() - start, line.rstrip('\n')) for line in process.stdout]
+  assert process.returncode == 0, '\n'.join(line for _, line in lines[-30:])
+  return lines
+
+
+def test_a_search_killed_at_a_random_moment_proposes_the_trials_of_an_uninterrupted_one(
+    tmp_path):
+  def command(workdir):
+    return [sys.executable, os.path.join(ROOT, 'launch.py'), '--config=configs/test.py',
+            '--workflow=compress', '--n_trials=3', f'--workdir={workdir}',
+            '--config.train.epochs=1', f'--config.compilation_cache_dir={ROOT}/.pytest_cache/xla']
+  output = _timed_output(command(tmp_path / 'uninterrupted'))
+  check_progress_lines([line for _, line in output], 'compress/tpe', 3)
+  # A moment from the start to the end of trial 1: the trials after it are proposed afresh.
+  moment = random.uniform(0, next(t for t, line in output if line.startswith('trial 1:')))
+  print(f'killed after {moment:.1f} s')  # Shown if the test fails.
+  with subprocess.Popen(command(tmp_path / 'interrupted'), cwd=ROOT,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+    time.sleep(moment)
+    process.kill()
+  _timed_output(command(tmp_path / 'interrupted'))
+  runs = [json.loads((tmp_path / name / 'results.json').read_text())['trials']
+          for name in ('uninterrupted', 'interrupted')]
+  assert [[t['params'] for t in trials if t['state'] == 'COMPLETE'] for trials in runs] == [
+      [t['params'] for t in runs[0]]] * 2
+  for t in runs[1]:
+    if t['state'] == 'FAIL':
+      assert t['failed'].startswith('its worker') and t['failed'].endswith('died')
+
+
+def check_progress_lines(lines: list[str], study_bar: str, n_trials: int):
+  """What a run off a terminal shows: what it loads first, what it will run before its
+  progress bar starts, one time estimate per line (its own, not tqdm's as well), and the
+  study's final count once."""
+  assert lines[0].startswith('data: loading ')
+  bar_lines = [i for i, line in enumerate(lines) if line.startswith(f'{study_bar}:')]
+  announced = next(i for i, line in enumerate(lines) if line.startswith('study '))
+  assert bar_lines and announced < bar_lines[0]
+  assert not any('<' in lines[i] or lines[i].count(' left') > 1 for i in bar_lines)
+  assert sum(f'{n_trials}/{n_trials}' in lines[i] for i in bar_lines) == 1
+
+
+def test_a_trial_that_fails_says_why_and_a_rerun_tries_it_again(tmp_path, test_config):
+  test_config.train.epochs = 1
+  (tmp_path / 'checkpoints').write_text('')  # Where trials keep their checkpoints: they fail.
+  spec = runner.RunSpec('compress', 'tpe', 1, str(tmp_path), '', 'test')
+  with pytest.raises(OSError):
+    runner.run(spec, test_config)
+  (tmp_path / 'checkpoints').unlink()
+  runner.run(spec, test_config)
+  failed, complete = json.loads((tmp_path / 'results.json').read_text())['trials']
+  assert failed['state'] == 'FAIL' and complete['state'] == 'COMPLETE'
+  assert failed['failed'].startswith(('FileExistsError: ', 'NotADirectoryError: '))
+  assert complete['params'] == failed['params']  # The same proposal: the study's first.
