@@ -29,14 +29,17 @@ TOP_K = 5  # Best architectures listed per single-objective study.
 OBJECTIVES = {name: f'validation accuracy, {form}' for name, form in plots.OBJECTIVE_FORMS.items()}
 # PED-ANOVA (Optuna's default evaluator) compares the top 10% of trials with all of them.
 FEW_TRIALS_FOR_IMPORTANCE = 10
+# Fits a laptop screen (1280 px) without horizontal scrolling: the page keeps margins, and a
+# wide table wraps its cells (an interval after its value, a list of layers) rather than
+# overflow; numbers, which have no spaces, stay whole.
 STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1400px; margin: 2em auto; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+body { font-family: system-ui, sans-serif; max-width: 1240px; margin: 2em auto;
+       padding: 0 1.5em; box-sizing: border-box; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.8em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.4em; text-align: right; }
 th { background: #f3f3f3; }
 td:first-child, th:first-child { text-align: left; }
-td { white-space: nowrap; }
-td.text { text-align: left; font-size: 0.8em; min-width: 16em; white-space: normal; }
+td.text { text-align: left; font-size: 0.85em; min-width: 8em; overflow-wrap: anywhere; }
 .track { width: 12em; }
 .bar { background: #4c78a8; height: 0.8em; min-width: 2px; }
 .note { color: #666; font-size: 0.9em; }
@@ -155,7 +158,7 @@ def studies_table(runs: dict, studies: dict) -> str:
                           + list(run.get('objectives', ()))[1:])
     rows.append([name, run.get('workflow', ''), objective, run.get('sampler', ''),
                  run.get('study_name', ''), counts or 'none', _objective(best),
-                 stats.interval_text(best, 'test'),
+                 _interval(best, 'test'),
                  f'{run.get("n_validation", "?")} / {run.get("n_test", "?")}',
                  _number(run.get('majority_class_accuracy'), '.3f')])
   return _table(['study', 'workflow', 'objective', 'sampler', 'Optuna study', 'trials',
@@ -201,10 +204,10 @@ def architecture_table(trials: list[dict], post_compression: dict | None) -> str
   rows = []
   for t in trials:
     arch = t['architecture']
-    rows.append([t['number'], _objective(t), stats.interval_text(t, 'test'), _shape(arch),
+    rows.append([t['number'], _objective(t), _interval(t, 'test'), _shape(arch),
                  _identity(arch), _number(t.get('n_params'), ','),
                  _number(t.get('float_validation_accuracy'), '.3f'),
-                 stats.interval_text(t, 'float_test'),
+                 _interval(t, 'float_test'),
                  _number(t.get('int8_validation_accuracy'), '.3f'),
                  _number(t.get('int8_validation_accuracy_before_retrain'), '.3f'),
                  _number(t.get('sparsity'), '.3f'), _number(t.get('model_bytes'), ','),
@@ -212,10 +215,10 @@ def architecture_table(trials: list[dict], post_compression: dict | None) -> str
   if post_compression:
     p = post_compression
     rows.append([f'{p["trial"]}, compressed after the search', '-',
-                 stats.interval_text(p, 'retrained_int8_test') + ' (int8 after QAT)',
+                 _interval(p, 'retrained_int8_test') + ' (int8 after QAT)',
                  _shape(p['architecture']), _identity(p['architecture']), '',
                  _number(p.get('float_validation_accuracy'), '.3f'),
-                 stats.interval_text(p, 'float_test'),
+                 _interval(p, 'float_test'),
                  _number(p.get('retrained_int8_validation_accuracy'), '.3f'),
                  _number(p.get('int8_validation_accuracy'), '.3f'),
                  _number(p.get('retrained_sparsity'), '.3f'),
@@ -355,6 +358,12 @@ def _table(headers: list, rows: list, escape: bool = True, text_columns=()) -> s
                                   else f'<td>{cell(v)}</td>' for v, is_text in zip(row, text))
                  + '</tr>' for row in rows)
   return f'<table><tr>{head}</tr>{body}</table>'
+
+
+def _interval(record: dict, key: str) -> str:
+  """stats.interval_text, its interval kept on one line: a narrow cell wraps it after the
+  value."""
+  return stats.interval_text(record, key).replace(', ', ',\u00a0')
 
 
 def _number(value, spec: str) -> str:

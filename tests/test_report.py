@@ -135,7 +135,8 @@ def test_single_study_report(tmp_path):
   (row,) = _rows(page, str(best['number']))
   for value in (f'{best["float_validation_accuracy"]:.3f}',
                 f'{best["int8_validation_accuracy_before_retrain"]:.3f}',
-                stats.interval_text(best, 'test'), f'{best["model_bytes"]:,}',
+                stats.interval_text(best, 'test').replace(', ', ',\xa0'),
+                f'{best["model_bytes"]:,}',
                 f'{best["float_model_bytes"]:,}', '0.500'):
     assert f'<td>{value}</td>' in row
   importances = re.findall(
@@ -171,7 +172,7 @@ def test_composite_report_with_few_trials_and_a_moved_workdir(tmp_path):
   assert 'Needs at least 2 completed trials; the study has 1.' in page  # Baseline.
   assert 'indicative only' in page  # Retrain: 3 trials.
   (post,) = _rows(page, '0, compressed after the search')
-  assert '<td>0.610 [0.567, 0.652] (int8 after QAT)</td>' in post
+  assert '<td>0.610 [0.567,\xa00.652] (int8 after QAT)</td>' in post
   assert '<td>0.623</td><td>0.581</td>' in post  # int8 validation after and before QAT.
   assert page.count('1 fail, 1 pruned, 1 running') == 2
   (tested,) = _rows(page, 'baseline (trial 0)')
@@ -219,26 +220,43 @@ MEASURE = """<script>window.addEventListener('load', () => {
       e => e.getBoundingClientRect().width);
   const out = document.createElement('pre');
   out.id = 'measured';
+  const body = document.body.getBoundingClientRect(), style = getComputedStyle(document.body);
   out.textContent = JSON.stringify({bars: widths('.bar'), images: [...document.images].map(
-      i => i.naturalWidth), table: widths('table')});
+      i => i.naturalWidth), table: widths('table'),
+      page: [document.documentElement.clientWidth, document.documentElement.scrollWidth],
+      text: [body.left + parseFloat(style.paddingLeft),
+             body.right - parseFloat(style.paddingRight)],
+      tables: [...document.querySelectorAll('table')].map(e => e.getBoundingClientRect().right)});
   document.body.appendChild(out);
 });</script></body>"""
+# The architectures of the lab's space that make the widest rows: many identity layers, and
+# the sizes of its largest models.
+WIDE_ARCHITECTURE = {
+    'num_layers': 8, 'num_heads': 16, 'hidden_size': 512, 'intermediate_size': 2048,
+    'identity': [f'layer_{i}/{name}' for i in range(4)
+                 for name in ('query', 'key', 'value', 'attention_output')] + ['pooler']}
 
 
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get('JAXNAS_REQUIRE_CHROMIUM'),
                     reason="headless Chromium not installed (Debian's chromium; .ci/run has it)")
 def test_report_in_a_real_browser_shows_bars_and_images(tmp_path):
-  """What a person sees: every importance bar has a width and every image decodes."""
+  """What a person sees on a laptop's 1280 pixels: every importance bar has a width, every
+  image decodes, and the tables fit between the page's margins (no horizontal scrolling)."""
   assert CHROMIUM, 'JAXNAS_REQUIRE_CHROMIUM is set but chromium is not installed'
   storage = f'sqlite:///{tmp_path}/study.db'
-  _write(tmp_path, {**_study_results(storage, 'jaxnas', 'retrain', 12), 'storage': storage})
+  results = _study_results(storage, 'jaxnas', 'retrain', 12)
+  for trial in results['trials']:
+    if trial['state'] == 'COMPLETE':
+      trial.update(architecture=WIDE_ARCHITECTURE, n_params=40_123_456,
+                   float_model_bytes=160_493_824, model_bytes=41_234_567, train_seconds=1234.5)
+  _write(tmp_path, {**results, 'storage': storage})
   page = open(report.write_report(str(tmp_path))).read()
   probe = tmp_path / 'measured.html'
   probe.write_text(page.replace('</body>', MEASURE))
   dom = subprocess.run(
       [CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
        '--no-first-run', '--disable-background-networking', '--disable-component-update',
-       '--disable-sync', f'--user-data-dir={tmp_path / "profile"}', '--window-size=1200,900',
+       '--disable-sync', f'--user-data-dir={tmp_path / "profile"}', '--window-size=1280,900',
        '--virtual-time-budget=5000', '--dump-dom', probe.as_uri()],
       capture_output=True, text=True, timeout=120, check=True).stdout
   measured = json.loads(html.unescape(re.search(r'<pre id="measured">(.*?)</pre>', dom).group(1)))
@@ -246,3 +264,8 @@ def test_report_in_a_real_browser_shows_bars_and_images(tmp_path):
   assert all(width > 0 for width in measured['bars'])
   assert max(measured['bars']) > 100  # The most important parameter's bar: 12em wide.
   assert measured['images'] and all(width > 0 for width in measured['images'])
+  width, scrolled = measured['page']
+  left, right = measured['text']
+  assert scrolled <= width  # Nothing wider than the window.
+  assert left >= 24 and width - right >= 24  # Margins on both sides.
+  assert all(table_right <= right + 1 for table_right in measured['tables']), measured
