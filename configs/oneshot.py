@@ -16,10 +16,12 @@ def get_config():
   config.search.space.num_heads = (2, 4, 8)
   config.search.space.hidden_size = (128, 192, 256)
   config.search.space.intermediate_size = (512, 768, 1024)
-  # One epoch of sandwich steps (250), as a `retrain` trial trains one epoch: after 0.4 epoch
-  # (100 steps) every sub-network still scored the majority class (README: One-shot search).
-  # 30 sub-networks scored, the best 2 fine-tuned; 12 trained standalone for the ranking check.
-  config.oneshot.epochs = 1.0
-  config.search.n_trials = 30
+  # 1.5 epochs (375 steps): the first half trains the largest sub-network alone, then the
+  # sandwich. One epoch of sandwich steps from the start left every sub-network at the
+  # majority class (README: One-shot search).
+  config.oneshot.epochs = 1.5
+  config.oneshot.largest_only = 0.5
+  # 200 sub-networks scored, the best 2 fine-tuned; 12 trained standalone for the ranking check.
+  config.search.n_trials = 200
   config.oneshot.top_k = 2
   return config
