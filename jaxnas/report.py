@@ -384,4 +384,12 @@ def _shape(arch: dict) -> str:
 
 
 def _identity(arch: dict) -> str:
-  return f'{len(arch["identity"])}: {", ".join(arch["identity"])}' if arch['identity'] else '0'
+  """'3: layer_0 (key, value), pooler': the Identity layers by Transformer layer, short
+  enough for a narrow cell."""
+  layers = collections.defaultdict(list)
+  for name in arch['identity']:
+    layer, _, dense = name.rpartition('/')
+    layers[layer].append(dense)
+  names = ', '.join(f'{layer} ({", ".join(denses)})' if layer else ', '.join(denses)
+                    for layer, denses in layers.items())
+  return f'{len(arch["identity"])}: {names}' if arch['identity'] else '0'
