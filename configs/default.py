@@ -121,8 +121,9 @@ def get_config():
   # in-place distillation) or from the labels ('none').
   config.oneshot.distillation = 'inplace'
   # The first `largest_only` of the steps train the largest sub-network alone, as Once-for-All
-  # trains the full network before its sub-networks: a teacher that predicts something.
-  config.oneshot.largest_only = 0.0
+  # trains the full network before its sub-networks: a teacher that predicts something (with
+  # 0, configs/oneshot.py's supernet stayed at the majority class: README: One-shot search).
+  config.oneshot.largest_only = 0.5
   # Weight sparsity ramps up from 0 at this fraction of the supernet's steps to
   # compression.weight_sparsity at prune_end (jaxnas/supernet.py).
   config.oneshot.prune_start = 0.25

@@ -19,8 +19,7 @@ def get_config():
   # 1.5 epochs (375 steps): the first half trains the largest sub-network alone, then the
   # sandwich. One epoch of sandwich steps from the start left every sub-network at the
   # majority class (README: One-shot search).
-  config.oneshot.epochs = 1.5
-  config.oneshot.largest_only = 0.5
+  config.oneshot.epochs = 1.5  # oneshot.largest_only = 0.5 (configs/default.py).
   # 200 sub-networks scored, the best 2 fine-tuned; 12 trained standalone for the ranking check.
   config.search.n_trials = 200
   config.oneshot.top_k = 2

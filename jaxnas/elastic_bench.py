@@ -1,10 +1,18 @@
 """What slicing costs: compile time and step time of a sub-network's gradient program, per size
 shape, on random tokens at the default's batch (32 x 128), for the float and the QAT + 50% mask
-program (README: One-shot search).
+program; and, given a finished one-shot run's workdir, what one-shot scoring costs with one
+program per size shape (`oneshot.ShapeScorer`) against one per architecture
+(`oneshot.score_candidate`) on its first trials' architectures, interleaved (README: One-shot
+search). The persistent compilation cache stays off, so each scorer compiles what a fresh
+search would.
 
   python -m jaxnas.elastic_bench
+  python -m jaxnas.elastic_bench runs/oneshot 40
 """
 
+import json
+import os
+import sys
 import time
 
 import jax
@@ -12,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnas import elastic, quantization, workflows
+import ml_collections
+
+from jaxnas import elastic, objectives, oneshot, quantization, supernet, workflows
 from jaxnas.models import Architecture, BertClassifier, init_params
 
 SHAPES = (Architecture(4, 8, 256, 1024), Architecture(2, 2, 128, 512),
@@ -35,7 +45,38 @@ def grad_program(shape: Architecture, qat: bool, engine):
   return grad_fn
 
 
+def time_scoring(workdir: str, count: int):
+  """Scores the first `count` distinct architectures of `workdir`'s one-shot study with both
+  scorers, alternating, and prints each one's seconds and validation accuracy."""
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  with open(os.path.join(workdir, 'results.json')) as f:
+    trials = json.load(f)['run']['trials']
+  archs = list(dict.fromkeys(Architecture.from_dict(t['architecture']) for t in trials
+                             if 'architecture' in t))[:count]
+  exp = workflows.prepare_experiment(config, show_progress=False)
+  space = {name: tuple(options) for name, options in config.search.space.items()}
+  trainer = supernet.SupernetTrainer(exp, space, config.oneshot.num_random,
+                                     config.oneshot.train_shapes)
+  state, _, _ = trainer.fit(os.path.join(os.path.abspath(workdir), 'checkpoints', 'supernet'),
+                            config.oneshot.epochs)  # Restores the finished supernet.
+  params = jax.device_get(state.params)
+  shape_scorer = oneshot.ShapeScorer(exp, params, objectives.Objectives.parse('accuracy', 0))
+  totals = {'per size shape': 0.0, 'per architecture': 0.0}
+  for i, arch in enumerate(archs):
+    by_shape = shape_scorer.score(arch)
+    by_arch = oneshot.score_candidate(exp, params, arch)
+    totals['per size shape'] += by_shape['trial_seconds']
+    totals['per architecture'] += by_arch['trial_seconds']
+    print(f'{i}: {oneshot.describe(arch)}: per size shape {by_shape["trial_seconds"]:.2f} s '
+          f'({by_shape["validation_accuracy"]:.3f}), per architecture '
+          f'{by_arch["trial_seconds"]:.2f} s ({by_arch["validation_accuracy"]:.3f})', flush=True)
+  print(f'{len(archs)} architectures: ' + ', '.join(f'{k} {v:.1f} s' for k, v in totals.items()))
+
+
 def main():
+  if len(sys.argv) > 1:
+    return time_scoring(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 40)
   params = jax.device_put(init_params(BertClassifier(SHAPES[0], **SETTINGS), jax.random.key(0)))
   engine = quantization.get_engine('aqt')
   rng = np.random.default_rng(0)

@@ -95,7 +95,7 @@ class ShapeScorer:
   Here the all-Linear model of the candidate's size shape is pruned and converted, and runs
   with the candidate's Linear/Identity choices as data (`BertClassifier`'s `gates`): a skipped
   Dense's output is replaced by its input, so the logits are the architecture's own, and its
-  size and sparsity count the architecture's layers only (tests/test_oneshot.py). That holds
+  size and sparsity count the architecture's layers only (tests/test_elastic.py). That holds
   where every tensor is pruned on its own (local scope) and latency is not an objective (the
   shape's program also computes the skipped Dense layers): otherwise `exact` is False and each
   candidate goes to `score_candidate`.
@@ -325,7 +325,8 @@ def run(spec, config, stop_requested=lambda: False) -> dict:
     state, losses, start_step = trainer.fit(
         os.path.join(os.path.abspath(spec.workdir), 'checkpoints', 'supernet'), cfg.epochs)
     trained['params'] = jax.device_get(state.params)
-    return {'steps': int(state.step), 'resumed_from_step': start_step, 'losses': losses,
+    return {'steps': int(state.step), 'largest_only_steps': trainer.largest_only_steps,
+            'resumed_from_step': start_step, 'losses': losses,
             'programs_compiled': len(trainer.compiled_shapes),
             'shapes_compiled': [a.to_dict() for a in trainer.compiled_shapes],
             'shape_pool': [a.to_dict() for a in trainer.pool]}
@@ -407,7 +408,8 @@ def write_outputs(workdir: str, results: dict):
 def summary_lines(results: dict) -> list[str]:
   run, selected, net = results['run'], results['selected'], results['supernet']
   lines = ['# jaxnas: oneshot', '',
-           f'Supernet: {net["steps"]} sandwich steps in {net["seconds"]:.0f} s '
+           f'Supernet: {net["steps"]} steps ({net["largest_only_steps"]} of the largest '
+           f'sub-network alone, then sandwich steps) in {net["seconds"]:.0f} s '
            f'({net["programs_compiled"]} gradient programs, compiling {net["compile_seconds"]:.0f}'
            f' s). Search: {run["n_complete"]} sub-networks scored as served int8 models with '
            f'inherited weights on validation (n={run["n_validation"]}) in '

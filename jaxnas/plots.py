@@ -134,8 +134,10 @@ def plot_pareto(points, path: str, title: str = 'Accuracy vs int8 model size',
     ax.scatter(*xy(infeasible), color='gray', alpha=0.4, marker='x', label='over the size limit')
   ax.step(*xy(front), where='post', color='tab:red', alpha=0.6)
   ax.scatter(*xy(front), color='tab:red', zorder=3, label='Pareto front')
+  labelled = set()
   for i, x, y in zip(front, *xy(front)):
-    if 'number' in points[i]:
+    if 'number' in points[i] and (x, y) not in labelled:  # Repeats of a point: its first.
+      labelled.add((x, y))
       ax.annotate(str(points[i]['number']), (x, y), textcoords='offset points', xytext=(4, 4),
                   fontsize=8)
   if n_validation:

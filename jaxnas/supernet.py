@@ -27,6 +27,7 @@ in it. The sampled sub-networks are functions of the step, so a resumed run trai
 """
 
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -131,6 +132,11 @@ class SupernetTrainer:
       self._grad_fns[shape] = jax.jit(grad_fn, donate_argnums=1)
     return self._grad_fns[shape]
 
+  @property
+  def largest_only_steps(self) -> int:
+    """The first steps, which train the largest sub-network alone."""
+    return math.ceil(self.largest_only * self.num_steps)
+
   def sparsity(self, step: int) -> float:
     """The pruning schedule: 0 until `prune_start`, a cubic ramp to the target at `prune_end`
     (fractions of the steps)."""
@@ -146,7 +152,7 @@ class SupernetTrainer:
     targets = jax.nn.one_hot(batch['labels'], self.exp.num_classes)
     losses, sparsity = [], jnp.float32(self.sparsity(step))
     archs = sandwich(self.space, self.pool, self.num_random, self.exp.config.seed, step)
-    if step < self.largest_only * self.num_steps:
+    if step < self.largest_only_steps:
       archs = archs[:1]
     for i, arch in enumerate(archs):
       grads, loss, logits = self._grad_fn(elastic.size_shape(arch))(

@@ -7,7 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxnas import elastic, oneshot, supernet
@@ -35,6 +38,30 @@ def test_sandwich_is_largest_smallest_and_random_members_of_the_pool():
   identity = [len(a.identity) for step in range(20)
               for a in supernet.sandwich(SPACE, pool, 2, 0, step)[2:]]
   assert len(set(identity)) > 3  # Identity choices drawn per step.
+
+
+def test_the_first_steps_train_the_largest_alone(monkeypatch):
+  trainer = object.__new__(supernet.SupernetTrainer)  # Its step without a model behind it.
+  trainer.space, trainer.pool, trainer.num_random = SPACE, supernet.shape_pool(SPACE, 8, 0), 2
+  trainer.exp = types.SimpleNamespace(config=types.SimpleNamespace(seed=0), num_classes=2)
+  trainer.largest_only, trainer.num_steps, trainer.distill = 0.5, 10, True
+  trainer.prune_start, trainer.prune_end, trainer.target_sparsity = 0.25, 0.75, 0.5
+  trainer._update = lambda state, grads: state
+  trained = []
+
+  def grad_fn(shape):
+    trained.append(shape)
+    return lambda params, grads, *args: (grads, 0.0, jnp.zeros((2, 2)))
+  monkeypatch.setattr(trainer, '_grad_fn', grad_fn)
+  counts = []
+  for step in range(10):
+    trained.clear()
+    trainer.step(types.SimpleNamespace(step=step, params={'w': jnp.zeros(1)},
+                                       dropout_rng=jax.random.key(0)),
+                 {'labels': jnp.zeros(2, jnp.int32)})
+    counts.append(len(trained))
+    assert trained[0] == elastic.supernet_architecture(SPACE)
+  assert counts == [1] * 5 + [4] * 5
 
 
 def test_spread_architectures_take_every_option_in_equal_shares():
@@ -88,6 +115,7 @@ def test_oneshot_run_resumes_after_sigkill(tmp_path):
   assert 2 <= net['programs_compiled'] <= 4  # Largest, smallest and the pool's 2 shapes.
   assert results['run']['n_complete'] == 4
   assert results['candidate_programs'] == 'one per size shape'
+  assert net['largest_only_steps'] == 23  # Half of the 45, then sandwich steps.
   selected = results['selected']
   # 45 steps teach the largest sub-networks the easy reviews, not those the search picks
   # (mostly Identity), so the accuracy itself is not asserted.
