@@ -157,11 +157,11 @@ def test_samplers_search_one_space_and_repeat(tmp_path, test_config):
   space = test_config.search.space
   space.num_layers, space.num_heads, space.hidden_size = (2,), (2,), (128,)
   space.intermediate_size = (512, 768)
-  results = runner.run(runner.RunSpec('samplers', 'tpe', 1, str(tmp_path), '', 'test',
+  results = runner.run(runner.RunSpec('samplers', 'tpe', 2, str(tmp_path), '', 'test',
                                       repeats=2), test_config)
   assert list(results['runs']) == ['grid', 'grid-r1', 'random', 'random-r1', 'tpe', 'tpe-r1']
   for run in results['runs'].values():
-    assert run['n_complete'] == 1 and run['search_space']['identity_choices'] is False
+    assert run['n_complete'] == 2 and run['search_space']['identity_choices'] is False
     assert run['seed'] == test_config.seed + run['repeat']
     assert not any(name.startswith('layer_') for t in run['trials'] for name in t['params'])
   comparisons = results['comparisons']
@@ -171,6 +171,14 @@ def test_samplers_search_one_space_and_repeat(tmp_path, test_config):
     assert c['n_test'] == 100 and (c['p_value'] is None) == (discordant == 0)
     if discordant:
       assert c['p_value'] == pytest.approx(scipy.stats.binomtest(c['only_a'], discordant).pvalue)
+  # A repeat is another seed: the same architecture trains from another init, dropout and
+  # data order, while runs of one seed train it alike.
+  trials = [(run['repeat'], t['params'], t['train_losses'])
+            for run in results['runs'].values() for t in run['trials'] if 'train_losses' in t]
+  pairs = [(a, b) for i, a in enumerate(trials) for b in trials[i + 1:] if a[1] == b[1]]
+  assert any(a[0] != b[0] for a, b in pairs) and any(a[0] == b[0] for a, b in pairs)
+  for a, b in pairs:
+    assert (a[2] == b[2]) == (a[0] == b[0])
   across = results['across_repeats']
   assert across['repeats'] == [0, 1] and across['conclusion'].startswith('Cannot tell')
   assert (tmp_path / 'samplers_best_so_far.png').stat().st_size > 0
