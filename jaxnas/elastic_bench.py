@@ -18,11 +18,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ml_collections
 import optax
 
-import ml_collections
-
-from jaxnas import elastic, objectives, oneshot, quantization, supernet, workflows
+from jaxnas import (elastic, objectives, oneshot, quantization, search_space, supernet,
+                    workflows)
 from jaxnas.models import Architecture, BertClassifier, init_params
 
 SHAPES = (Architecture(4, 8, 256, 1024), Architecture(2, 2, 128, 512),
@@ -55,7 +55,7 @@ def time_scoring(workdir: str, count: int):
   archs = list(dict.fromkeys(Architecture.from_dict(t['architecture']) for t in trials
                              if 'architecture' in t))[:count]
   exp = workflows.prepare_experiment(config, show_progress=False)
-  space = {name: tuple(options) for name, options in config.search.space.items()}
+  space = search_space.validate_space(config.search.space)
   trainer = supernet.SupernetTrainer(exp, space, config.oneshot.num_random,
                                      config.oneshot.train_shapes)
   state, _, _ = trainer.fit(os.path.join(os.path.abspath(workdir), 'checkpoints', 'supernet'),

@@ -32,7 +32,7 @@ import numpy as np
 import scipy.stats
 
 from jaxnas import (checkpoints, elastic, objectives, plots, pruning, quantization, search,
-                    search_space, stats, supernet, train, workflows)
+                    search_space, stats, supernet, workflows)
 from jaxnas.errors import UserError
 from jaxnas.models import Architecture
 
@@ -117,18 +117,14 @@ class ShapeScorer:
   def served(self, arch: Architecture) -> tuple:
     """(apply_fn, variables) of `arch`'s served int8 model through its shape's programs, and
     the model's record: its sparsity and bytes."""
-    exp, cfg = self.exp, self.exp.config.compression
     shape = elastic.size_shape(arch)
-    model = exp.build_model(shape).clone(activation_sparsity=cfg.activation_sparsity,
-                                         activation_prune_scope=cfg.activation_prune_scope)
-    params = elastic.slice_params(self.params, model)
-    params = train.apply_masks(params, pruning.magnitude_masks(params, cfg.weight_sparsity))
-    stored = exp.engine.convert(model, params)
+    model, params, _ = workflows.prune(self.exp, inherited(self.exp, self.params, shape))
+    stored = self.exp.engine.convert(model, params)
     gates = dict(zip(elastic.gate_names(shape), elastic.gates_of(arch)))
     used = lambda path: not any(f'/{name}/' in f'/{path}' for name in arch.identity)
     return self._serving_apply(model), {'stored': stored, 'gates': gates}, {
-        'activation_sparsity': cfg.activation_sparsity,
-        'activation_prune_scope': cfg.activation_prune_scope,
+        'activation_sparsity': model.activation_sparsity,
+        'activation_prune_scope': model.activation_prune_scope,
         'sparsity': pruning.measured_sparsity(_keep_paths(params, used))['overall'],
         'model_bytes': quantization.tree_bytes(_keep_paths(stored, used))}
 

@@ -194,14 +194,19 @@ class CompressedModel:
   eval_seconds: float  # The scoring evaluation's wall time, its compilation included.
 
 
-def compress(exp: Experiment, trained: TrainedModel) -> CompressedModel:
-  """Prune (masks from the trained weights), then quantize; scores the served int8 model."""
+def prune(exp: Experiment, trained: TrainedModel) -> tuple[BertClassifier, dict, dict]:
+  """The configured pruning of `trained`: (its model with activation pruning, its weights
+  with the magnitude masks applied, the masks)."""
   cfg = exp.config.compression
   masks = pruning.magnitude_masks(trained.params, cfg.weight_sparsity, cfg.prune_scope)
   model = trained.model.clone(activation_sparsity=cfg.activation_sparsity,
                               activation_prune_scope=cfg.activation_prune_scope)
-  return _quantize_and_score(exp, model, train.apply_masks(trained.params, masks), masks,
-                             'validation int8')
+  return model, train.apply_masks(trained.params, masks), masks
+
+
+def compress(exp: Experiment, trained: TrainedModel) -> CompressedModel:
+  """Prune (masks from the trained weights), then quantize; scores the served int8 model."""
+  return _quantize_and_score(exp, *prune(exp, trained), 'validation int8')
 
 
 def post_compression_training(exp: Experiment, compressed: CompressedModel,
