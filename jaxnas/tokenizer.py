@@ -28,8 +28,9 @@ def get_tokenizer(config, train_texts, data_description: str,
     announce(f'tokenizer: loading {config.name!r} from the Hugging Face hub')
     tokenizer = _from_hub(config.name)
   else:
-    # 'ids=sorted': tokenizers cached before `train_wordpiece` fixed the ids are trained again.
-    key_text = f'{data_description}|vocab={config.vocab_size}|ids=sorted'
+    # 'ids=sorted,merges=fixed': tokenizers cached before `train_wordpiece` fixed its ids and
+    # then its merges are trained again.
+    key_text = f'{data_description}|vocab={config.vocab_size}|ids=sorted,merges=fixed'
     key = hashlib.sha256(key_text.encode()).hexdigest()
     path = os.path.join(os.path.expanduser(config.cache_dir), f'wordpiece-{key[:16]}.json')
     tokenizer = _load_cached(path)
@@ -64,24 +65,35 @@ def _configured(tokenizer, max_length: int, truncation_side: str):
 
 
 def train_wordpiece(texts, vocab_size: int) -> tokenizers.Tokenizer:
-  """A WordPiece vocabulary learned from `texts`, numbered the same way every time.
+  """A WordPiece vocabulary learned from `texts`, the same one every time.
 
-  The trainer orders tokens of equal rank (e.g. the '##' letters) by hash-map order, which
-  differs from one training to the next, so the same data gave other ids (on IMDb, 70 of
-  2,000) and thus other embedding rows for a seed. Special tokens come first, in
-  SPECIAL_TOKENS order, and the rest in sorted order; tokenization depends on the set only.
-  The learned set was the same in repeated trainings on IMDb reviews; text with many exact
-  ties (e.g. the same sentence repeated) can change the set too, which this does not fix.
+  The trainer (BPE underneath) numbers the continuing-subword tokens ('##e') in hash-map
+  order, which differs from one training to the next even within a process, and breaks ties
+  between equally frequent merges by those numbers: the same data gave other vocabularies
+  (9 sets in 10 trainings on 300 short reviews) and so other tokenizations and models for a
+  seed (huggingface/tokenizers#1794). A first training finds the '##' letters (a set, the
+  same every time); the second is handed them up front, sorted, after the special tokens,
+  which fixes their numbers and so every merge. The result is renumbered: the special tokens
+  first, in SPECIAL_TOKENS order, then the rest sorted.
   """
-  tokenizer = tokenizers.Tokenizer(models.WordPiece(unk_token=UNK))
-  tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-  tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                      show_progress=False)
-  tokenizer.train_from_iterator(texts, trainer=trainer)
-  learned = sorted(set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS))
-  tokenizer.model = models.WordPiece(
-      {token: i for i, token in enumerate(list(SPECIAL_TOKENS) + learned)}, unk_token=UNK)
+  def learn(extra_special_tokens):
+    learner = tokenizers.Tokenizer(models.WordPiece(unk_token=UNK))
+    learner.normalizer = normalizers.BertNormalizer(lowercase=True)
+    learner.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    learner.train_from_iterator(texts, trainer=trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS) + extra_special_tokens,
+        show_progress=False))
+    return learner
+
+  continuing_letters = sorted(token for token in learn([]).get_vocab()
+                              if token.startswith('##') and len(token) == 3)
+  learner = learn(continuing_letters)
+  learned = sorted(set(learner.get_vocab()) - set(SPECIAL_TOKENS))
+  # A new tokenizer: the learner also treats every '##' letter as an added special token.
+  tokenizer = tokenizers.Tokenizer(models.WordPiece(
+      {token: i for i, token in enumerate(list(SPECIAL_TOKENS) + learned)}, unk_token=UNK))
+  tokenizer.normalizer, tokenizer.pre_tokenizer = learner.normalizer, learner.pre_tokenizer
+  tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
   tokenizer.post_processor = processors.TemplateProcessing(
       single=f'{CLS} $A {SEP}',
       special_tokens=[(CLS, tokenizer.token_to_id(CLS)), (SEP, tokenizer.token_to_id(SEP))])
