@@ -51,6 +51,28 @@ def toy_split(num_examples: int, seed: int, length: int = 12) -> input_pipeline.
   return input_pipeline.EncodedSplit(token_ids, labels)
 
 
+def use_noisy_reviews(config):
+  """Trains on the noisy reviews (20% of labels flipped), where learned models score 0.6 to
+  0.8 and differ: for tests that must tell the splits or the models apart."""
+  from configs import test  # pylint: disable=g-import-not-at-top
+  config.data.train_path = test.NOISY_REVIEWS
+  config.train.epochs = 6  # The flipped labels slow learning: 3 epochs left some at 0.53.
+
+
+def series_drawn(png_path, min_pixels: int = 30) -> int:
+  """How many of matplotlib's first seven cycle colors a saved figure draws with at least
+  `min_pixels` pixels (a legend's line has about 80): plots give each study or group one of
+  them, in its data and its legend entry, so a group left undrawn is missing (gray, the
+  eighth, is the majority-class line's)."""
+  import matplotlib.image  # pylint: disable=g-import-not-at-top
+  import matplotlib.colors  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  pixels = np.round(matplotlib.image.imread(png_path)[..., :3] * 255).astype(int)
+  colors = plt.rcParams['axes.prop_cycle'].by_key()['color'][:7]
+  return sum(int(np.all(pixels == np.round(np.array(matplotlib.colors.to_rgb(c)) * 255),
+                        axis=-1).sum()) >= min_pixels for c in colors)
+
+
 def train_config(**overrides) -> ConfigDict:
   return ConfigDict(dict(learning_rate=3e-3, warmup_steps=0, weight_decay=0.0, grad_clip=1.0)
                     | overrides)

@@ -3,7 +3,7 @@ reviews: a learned model scores about 0.8, not 1.0 on every split)."""
 
 import csv
 
-from configs import test as test_configs
+from conftest import use_noisy_reviews
 from jaxnas import runner, stats, workflows
 
 
@@ -16,14 +16,14 @@ def _write(path, rows):
 
 def _run(test_config, workdir, train_file, test_file):
   test_config.data.train_path, test_config.data.test_path = str(train_file), str(test_file)
-  test_config.train.epochs = 5
   spec = runner.RunSpec(workflow='baseline', sampler='random', n_trials=2, workdir=str(workdir),
                         storage='', study_name='test')
   return runner.run(spec, test_config)['runs']['baseline']
 
 
 def test_flipped_test_labels_change_test_accuracy_only(tmp_path, test_config):
-  with open(test_configs.NOISY_REVIEWS) as f:
+  use_noisy_reviews(test_config)
+  with open(test_config.data.train_path) as f:
     rows = list(csv.reader(f))[1:]
   # 243 training and 60 validation reviews, and 97 test reviews: no accuracy but 0 and 1 is
   # the same on validation and test (k/60 = j/97), so a swapped split cannot go unseen.
