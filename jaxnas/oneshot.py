@@ -31,8 +31,8 @@ import jax
 import numpy as np
 import scipy.stats
 
-from jaxnas import (checkpoints, elastic, objectives, plots, pruning, quantization, search,
-                    search_space, stats, supernet, workflows)
+from jaxnas import (checkpoints, elastic, objectives, plots, pruning, quantization, samplers,
+                    search, search_space, stats, supernet, workers, workflows)
 from jaxnas.errors import UserError
 from jaxnas.models import Architecture
 
@@ -149,11 +149,11 @@ def _keep_paths(tree, keep) -> dict:
 
 def run_search(exp, scorer: ShapeScorer, spec, goals: objectives.Objectives, space: dict):
   """Optuna trials over the supernet until `spec.n_trials` are complete; returns the study."""
-  study = search.open_study(search.default_storage(spec.workdir) if not spec.storage
-                            else spec.storage, spec.study_name, None, goals.directions)
-  study.sampler = search.make_sampler(
-      spec.sampler, search.sampler_seed(exp.config.seed, len(study.trials)), space)
-  done = len(search.completed(study))
+  study = workers.open_study(workers.default_storage(spec.workdir) if not spec.storage
+                             else spec.storage, spec.study_name, None, goals.directions)
+  study.sampler = samplers.make_sampler(
+      spec.sampler, samplers.sampler_seed(exp.config.seed, len(study.trials)), space)
+  done = len(workers.completed(study))
   for number in range(done, spec.n_trials):
     if exp.stop_requested():
       raise KeyboardInterrupt
@@ -203,7 +203,7 @@ def finalize(exp, params, arch: Architecture, how: str, checkpoint_dir: str) -> 
 
 def top_architectures(study, goals: objectives.Objectives, k: int) -> list[dict]:
   """The `k` feasible complete trials of highest validation accuracy, distinct architectures."""
-  ranked = sorted((t for t in search.completed(study) if goals.feasible(t)),
+  ranked = sorted((t for t in workers.completed(study) if goals.feasible(t)),
                   key=lambda t: (-t.values[0], t.number))
   chosen, seen = [], set()
   for t in ranked:

@@ -9,8 +9,8 @@ import signal
 import threading
 
 from jaxnas import (checkpoints, config_checks, distributed, objectives, oneshot, plots,
-                    quantization, report, search, search_space, sensitivity, stats, summary,
-                    train, unused_settings, workflows)
+                    quantization, report, samplers, search, search_space, sensitivity, stats,
+                    summary, train, unused_settings, workers, workflows)
 from jaxnas.errors import UserError
 from jaxnas.models import BertClassifier
 
@@ -79,14 +79,15 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
   if spec.repeats < 1:
     raise UserError(f'--repeats must be at least 1, got {spec.repeats}')
   # Reject an unknown sampler or a bad search space before any work.
-  search.make_sampler(spec.sampler, config.seed, search_space.validate_space(config.search.space))
-  search.make_pruner(config.search.pruner)
+  samplers.make_sampler(spec.sampler, config.seed,
+                        search_space.validate_space(config.search.space))
+  samplers.make_pruner(config.search.pruner)
   device_groups = train.device_groups(spec.trials_in_parallel)
   goals = objectives.Objectives.parse(config.search.objectives, config.search.max_model_bytes)
   leader = distributed.is_leader()  # Process 0 alone reads and writes results and the study.
   if leader:
     check_workdir_config(spec.workdir, config)
-  storage = spec.storage or search.default_storage(spec.workdir)
+  storage = spec.storage or workers.default_storage(spec.workdir)
   studies = planned_studies(spec)
   results_path = os.path.join(spec.workdir, 'results.json')
   previous = read_results(results_path, spec.workflow) if leader else {}
@@ -99,7 +100,7 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
   splits = workflows.load_data(config.data, announce=leader and spec.workflow != 'oneshot')
   if leader and spec.storage:  # The default storage is a file the workdir will hold.
     for planned in studies:
-      search.open_study(storage, planned.study_name, None, goals.directions)
+      workers.open_study(storage, planned.study_name, None, goals.directions)
   if leader:
     write_workdir_config(spec.workdir, config)
   if spec.workflow == 'oneshot':  # One weight-sharing supernet instead of a trial each.
@@ -129,7 +130,7 @@ def run(spec: RunSpec, config, stop_requested=lambda: False) -> dict:
                              device_groups=device_groups)
     if leader:
       results['runs'][planned.name] = study_results(study)
-      writes_final = search.writes_final_results(study)
+      writes_final = workers.writes_final_results(study)
   if not distributed.broadcast_json(writes_final):
     if leader:
       print('the study is complete; the worker that finished its last trial writes the final '
@@ -231,7 +232,7 @@ def already_complete(spec: RunSpec, storage: str, studies: list, previous: dict)
   outputs = [os.path.join(spec.workdir, name) for name in ('results.json', 'summary.md')]
   if not all(os.path.exists(path) for path in outputs + [figure]):
     return False
-  counts = {planned.study_name: search.finished_count(storage, planned.study_name)
+  counts = {planned.study_name: workers.finished_count(storage, planned.study_name)
             for planned in studies}
   if any(count < spec.n_trials for count in counts.values()) or set(previous) != {
       planned.name for planned in studies}:

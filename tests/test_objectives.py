@@ -6,7 +6,7 @@ import optuna
 import pytest
 from conftest import series_drawn
 
-from jaxnas import objectives, runner, search
+from jaxnas import objectives, runner, samplers
 from jaxnas.errors import UserError
 
 
@@ -62,7 +62,7 @@ class PruneAfterFirstTrial(optuna.pruners.BasePruner):
 
 
 def test_pruned_trials_are_recorded_and_a_rerun_resumes(tmp_path, test_config, monkeypatch):
-  monkeypatch.setattr(search, 'make_pruner', lambda name: PruneAfterFirstTrial())
+  monkeypatch.setattr(samplers, 'make_pruner', lambda name: PruneAfterFirstTrial())
   test_config.search.report_every_steps = 4
   runner.run(spec(tmp_path, 2), test_config)
   runner.run(spec(tmp_path, 3), test_config)  # Continues to 3 finished trials.

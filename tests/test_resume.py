@@ -16,7 +16,7 @@ import time
 import optuna
 import pytest
 
-from jaxnas import progress, runner, search, search_space
+from jaxnas import progress, runner, samplers, search, search_space, workers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,9 +29,9 @@ def test_trials_of_dead_workers_are_requeued_with_their_parameters(tmp_path):
   trial.suggest_int('num_layers_idx', 0, 2)
   trial.set_user_attr('worker', f'{socket.gethostname()}:{dead.pid}')
   alive = study.ask()
-  alive.set_user_attr('worker', search.WORKER)  # This process: still running, left alone.
+  alive.set_user_attr('worker', workers.WORKER)  # This process: still running, left alone.
   nameless = study.ask()  # Its worker was killed before it could name itself.
-  search.requeue_dead_trials(study, grace_seconds=0)
+  workers.requeue_dead_trials(study, grace_seconds=0)
   states = {t.number: t.state for t in study.trials}
   assert states[trial.number] == states[nameless.number] == optuna.trial.TrialState.FAIL
   assert states[alive.number] == optuna.trial.TrialState.RUNNING
@@ -44,15 +44,15 @@ def test_trials_of_dead_workers_are_requeued_with_their_parameters(tmp_path):
 
 
 def test_a_trial_without_heartbeats_is_retried_and_its_record_says_why(tmp_path):
-  study = search.open_study(f'sqlite:///{tmp_path}/s.db', 's', None, heartbeat_seconds=1,
-                            grace_seconds=1)
+  study = workers.open_study(f'sqlite:///{tmp_path}/s.db', 's', None, heartbeat_seconds=1,
+                             grace_seconds=1)
   trial = study.ask()
   trial.suggest_int('num_layers_idx', 0, 2)
   study._storage.record_heartbeat(trial._trial_id)  # pylint: disable=protected-access
   time.sleep(2)  # Then its worker hung.
   optuna.storages.fail_stale_trials(study)
   failed, retry = search.trial_records(study)
-  assert failed['state'] == 'FAIL' and failed['failed'] == search.STALE_REASON
+  assert failed['state'] == 'FAIL' and failed['failed'] == workers.STALE_REASON
   assert retry['state'] == 'WAITING' and retry['retry_of'] == failed['number']
 
 
@@ -63,9 +63,9 @@ def test_only_a_later_run_writes_the_results_of_a_dead_finisher(tmp_path, monkey
   trial = study.ask()
   trial.set_user_attr('worker', f'{socket.gethostname()}:{finisher.pid}')
   study.tell(trial, 0.5)
-  assert not search.writes_final_results(study)  # This process ran beside the finisher.
-  monkeypatch.setattr(search, 'STARTED', datetime.datetime.now())
-  assert search.writes_final_results(study)  # A run started after the last trial finished.
+  assert not workers.writes_final_results(study)  # This process ran beside the finisher.
+  monkeypatch.setattr(workers, 'STARTED', datetime.datetime.now())
+  assert workers.writes_final_results(study)  # A run started after the last trial finished.
 
 
 def test_sigterm_stops_cleanly_and_a_rerun_retries_the_interrupted_trial(tmp_path):
@@ -165,18 +165,18 @@ def _proposed_trials(storage: str, sampler: str, n_trials: int, interruptions) -
   suggest = functools.partial(search_space.suggest_architecture, space=space,
                               with_identity_choices=sampler != 'grid')
   directions = ('maximize', 'minimize') if sampler == 'nsga2' else ('maximize',)
-  propose = functools.partial(search.proposal_sampler, sampler, 7, space)
+  propose = functools.partial(samplers.proposal_sampler, sampler, 7, space)
   interruptions, asked_count = list(interruptions), 0
   while True:
-    study = search.open_study(storage, 'study', None, directions)  # A new process.
+    study = workers.open_study(storage, 'study', None, directions)  # A new process.
     with progress.bar(total=n_trials, disable=True) as bar:
-      while (asked := search.next_trial(study, n_trials, suggest, lambda: False, bar,
-                                        grace_seconds=60, ask_lock=threading.Lock(),
-                                        propose=propose)) is not None:
+      while (asked := workers.next_trial(study, n_trials, suggest, lambda: False, bar,
+                                         grace_seconds=60, ask_lock=threading.Lock(),
+                                         propose=propose)) is not None:
         trial, _ = asked
         if interruptions and interruptions[0] == (asked_count, 'asked'):
           interruptions.pop(0)
-          search.requeue(study, trial, 'interrupted')
+          workers.requeue(study, trial, 'interrupted')
           break
         study.tell(trial, [_objective(trial.params, i) for i in range(len(directions))])
         asked_count += 1
@@ -184,7 +184,7 @@ def _proposed_trials(storage: str, sampler: str, n_trials: int, interruptions) -
           interruptions.pop(0)
           break
       else:
-        return [t.params for t in search.completed(study)]
+        return [t.params for t in workers.completed(study)]
 
 
 @pytest.mark.parametrize('sampler, n_trials', [('grid', 12), ('random', 12), ('tpe', 16),

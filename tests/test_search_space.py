@@ -3,7 +3,7 @@ import itertools
 import optuna
 import pytest
 
-from jaxnas import search, search_space
+from jaxnas import samplers, search_space
 from jaxnas.errors import UserError
 from jaxnas.models import Architecture
 
@@ -52,7 +52,7 @@ def test_a_space_with_impossible_architectures_is_rejected():
 def test_grid_sampler_visits_distinct_points_in_seeded_order():
   def sample(seed):
     space = search_space.LAB_SPACE
-    study = optuna.create_study(sampler=search.make_sampler('grid', seed, space))
+    study = optuna.create_study(sampler=samplers.make_sampler('grid', seed, space))
     points = []
     for _ in range(20):
       trial = study.ask()

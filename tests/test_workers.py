@@ -10,18 +10,18 @@ import time
 import optuna
 import psycopg
 
-from jaxnas import search
+from jaxnas import workers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_a_trial_whose_heartbeat_stopped_is_retried_with_its_parameters(tmp_path):
-  study = search.open_study(f'sqlite:///{tmp_path}/s.db', 's', optuna.samplers.RandomSampler(),
-                            heartbeat_seconds=1, grace_seconds=2)
+  study = workers.open_study(f'sqlite:///{tmp_path}/s.db', 's', optuna.samplers.RandomSampler(),
+                             heartbeat_seconds=1, grace_seconds=2)
   trial = study.ask()
   trial.suggest_int('num_layers_idx', 0, 2)
   trial.set_user_attr('worker', 'another-host:123')  # Not checkable by pid from here.
-  with search.Heartbeat(study, trial, interval=1):
+  with workers.Heartbeat(study, trial, interval=1):
     time.sleep(3)  # Beating: not stale.
   optuna.storages.fail_stale_trials(study)
   assert study.trials[0].state == optuna.trial.TrialState.RUNNING
@@ -61,6 +61,6 @@ def test_workers_starting_together_on_a_new_database(postgres_url):
   with psycopg.connect(f'{server}/jaxnas', autocommit=True) as connection:
     connection.execute('CREATE DATABASE race')
   with concurrent.futures.ThreadPoolExecutor(4) as pool:
-    studies = list(pool.map(lambda _: search.open_study(f'{server}/race', 'race', None),
+    studies = list(pool.map(lambda _: workers.open_study(f'{server}/race', 'race', None),
                             range(4)))
   assert len({study._study_id for study in studies}) == 1  # pylint: disable=protected-access
