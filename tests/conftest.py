@@ -62,8 +62,8 @@ def use_noisy_reviews(config):
 def series_drawn(png_path, min_pixels: int = 30) -> int:
   """How many of matplotlib's first seven cycle colors a saved figure draws with at least
   `min_pixels` pixels (a legend's line has about 80): plots give each study or group one of
-  them, in its data and its legend entry, so a group left undrawn is missing (gray, the
-  eighth, is the majority-class line's)."""
+  them, in its data and its legend entry, so a group left undrawn is missing (the eighth,
+  a gray, is left out: reference lines such as the majority class are gray)."""
   import matplotlib.image  # pylint: disable=g-import-not-at-top
   import matplotlib.colors  # pylint: disable=g-import-not-at-top
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
