@@ -12,6 +12,7 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxnas import elastic, oneshot, supernet
 from jaxnas.models import square_dense_names
@@ -127,3 +128,32 @@ def test_oneshot_run_resumes_after_sigkill(tmp_path):
   for name in ('best_so_far.png', 'pareto_front.png', 'ranking.png', 'summary.md'):
     assert (tmp_path / name).exists()
   assert (tmp_path / 'best_model' / 'oneshot' / 'model.json').exists()
+
+
+def test_rerank_trains_the_ranking_architectures_under_the_given_recipe_and_resumes(
+    tmp_path, test_config, monkeypatch):
+  from jaxnas import rerank, workflows  # pylint: disable=g-import-not-at-top
+  from jaxnas.models import Architecture  # pylint: disable=g-import-not-at-top
+  archs = [Architecture(2, 2, 128, 512), Architecture(2, 4, 128, 768, ('pooler',)),
+           Architecture(4, 2, 128, 512)]
+  rows = [{'architecture': a.to_dict(), 'one_shot_validation_accuracy': one_shot,
+           'standalone_validation_accuracy': run}
+          for a, one_shot, run in zip(archs, (0.6, 0.7, 0.8), (0.9, 0.8, 0.5))]
+  (tmp_path / 'config.json').write_text(test_config.to_json())
+  (tmp_path / 'results.json').write_text(json.dumps({'ranking': {'architectures': rows}}))
+  trained = []
+
+  def run_trial(exp, arch, workflow):  # The recipe's learning rate decides the score.
+    trained.append((arch, workflow, exp.config.train.warmup_steps))
+    value = 0.5 + exp.config.train.learning_rate * 100 * (arch.num_heads + arch.num_layers)
+    return value, {'trial_seconds': 1.0, 'float_validation_accuracy': value}, None, None
+
+  monkeypatch.setattr(workflows, 'run_trial', run_trial)
+  result = rerank.rerank(str(tmp_path), 1e-4, 7)
+  assert trained == [(a, 'retrain', 7) for a in archs]
+  assert [result['trials'][oneshot.arch_key(a)]['validation_accuracy'] for a in archs] == (
+      pytest.approx([0.54, 0.56, 0.56]))
+  assert result['one_shot_vs_recipe']['tau'] == pytest.approx(0.8165, abs=1e-4)  # Tau-b, a tie.
+  assert result['run_standalone_vs_recipe']['tau'] == pytest.approx(-0.8165, abs=1e-4)
+  rerank.rerank(str(tmp_path), 1e-4, 7)  # Kept: nothing trained again.
+  assert len(trained) == 3
