@@ -17,7 +17,7 @@ import sys
 
 import ml_collections
 
-from jaxnas import oneshot, workflows
+from jaxnas import oneshot, search, workflows
 from jaxnas.models import Architecture
 
 
@@ -42,8 +42,7 @@ def rerank(workdir: str, learning_rate: float, warmup_steps: int) -> dict:
       value, trial, _, _ = workflows.run_trial(exp, arch, 'retrain')
       done[key] = {'validation_accuracy': value, 'trial_seconds': trial['trial_seconds'],
                    'float_validation_accuracy': trial['float_validation_accuracy']}
-      with open(path, 'w') as f:
-        json.dump({'trials': done}, f, indent=1)
+      search.write_json(path, {'trials': done})
     print(f'{i + 1}/{len(rows)} {oneshot.describe(arch)}: one-shot '
           f'{row["one_shot_validation_accuracy"]:.3f}, standalone (run) '
           f'{row["standalone_validation_accuracy"]:.3f}, standalone (lr {learning_rate:g}, '
@@ -59,8 +58,7 @@ def rerank(workdir: str, learning_rate: float, warmup_steps: int) -> dict:
       'run_standalone_vs_recipe': oneshot.kendall_tau(
           [r['standalone_validation_accuracy'] for r in rows], recipe, config.seed),
       'trials': done}
-  with open(path, 'w') as f:
-    json.dump(result, f, indent=1)
+  search.write_json(path, result)
   print(json.dumps({k: v for k, v in result.items() if k != 'trials'}, indent=1))
   return result
 
