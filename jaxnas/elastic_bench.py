@@ -18,11 +18,10 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import ml_collections
 import optax
 
-from jaxnas import (elastic, objectives, oneshot, quantization, search_space, supernet,
-                    workflows)
+from jaxnas import (elastic, objectives, oneshot, quantization, runner, search_space,
+                    supernet, workflows)
 from jaxnas.models import Architecture, BertClassifier, init_params
 
 SHAPES = (Architecture(4, 8, 256, 1024), Architecture(2, 2, 128, 512),
@@ -48,8 +47,7 @@ def grad_program(shape: Architecture, qat: bool, engine):
 def time_scoring(workdir: str, count: int):
   """Scores the first `count` distinct architectures of `workdir`'s one-shot study with both
   scorers, alternating, and prints each one's seconds and validation accuracy."""
-  with open(os.path.join(workdir, 'config.json')) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = runner.workdir_config(workdir)
   with open(os.path.join(workdir, 'results.json')) as f:
     trials = json.load(f)['run']['trials']
   archs = list(dict.fromkeys(Architecture.from_dict(t['architecture']) for t in trials

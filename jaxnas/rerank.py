@@ -15,15 +15,13 @@ import json
 import os
 import sys
 
-import ml_collections
 
-from jaxnas import oneshot, search, workflows
+from jaxnas import oneshot, runner, search, workflows
 from jaxnas.models import Architecture
 
 
 def rerank(workdir: str, learning_rate: float, warmup_steps: int) -> dict:
-  with open(os.path.join(workdir, 'config.json')) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = runner.workdir_config(workdir)
   with open(os.path.join(workdir, 'results.json')) as f:
     rows = json.load(f)['ranking']['architectures']
   config.train.learning_rate, config.train.warmup_steps = learning_rate, warmup_steps

@@ -8,6 +8,8 @@ import os
 import signal
 import threading
 
+import ml_collections
+
 from jaxnas import (checkpoints, config_checks, distributed, objectives, oneshot, plots,
                     quantization, report, samplers, search, search_space, sensitivity, stats,
                     summary, train, unused_settings, workers, workflows)
@@ -420,6 +422,12 @@ def write_workdir_config(workdir: str, config):
   """Creates the workdir with its config.json (`check_workdir_config` has passed)."""
   os.makedirs(workdir, exist_ok=True)
   search.write_json(os.path.join(workdir, CONFIG_FILE), _saved_config(config))
+
+
+def workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a finished run in `workdir` was started with (its config.json)."""
+  with open(os.path.join(workdir, CONFIG_FILE)) as f:
+    return ml_collections.ConfigDict(json.load(f))
 
 
 def _load_for_evaluation(checkpoint: str, config):
